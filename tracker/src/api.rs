@@ -51,7 +51,10 @@ pub struct FileEntry {
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// TCP port the peer serves files on. The IP is the one the request came from.
-    #[cfg_attr(feature = "openapi", schema(example = 44444, minimum = 1, maximum = 65535))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = 44444, minimum = 1, maximum = 65535)
+    )]
     pub port: u16,
     /// Files the peer shares. Names must be unique within the list.
     #[serde(default)]
@@ -238,7 +241,9 @@ pub fn validate_name(name: &str) -> Result<(), InvalidField> {
 /// Checks a content hash: exactly 64 lowercase hex digits.
 pub fn validate_hash(hash: &str) -> Result<(), InvalidField> {
     if hash.len() != HASH_HEX_LEN
-        || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        || !hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         let shown: String = hash.chars().take(80).collect();
         return Err(InvalidField(format!(

@@ -2,5 +2,134 @@
 //!
 //! Without the `server` feature this crate is only [`api`], the request and
 //! response bodies shared with the peer.
+//!
+//! # Layout
+//!
+//! - [`api`]: the JSON shapes and their validation (shared with the peer).
+//! - [`config`]: flags and `SBCFTP_…` environment variables.
+//! - [`run`]: connects, migrates, serves until shutdown; `main.rs` is thin.
+//! - `routes/`: one module per feature (peers, files, health), merged in
+//!   `routes/mod.rs` with the layers (body limit, concurrency, timeout,
+//!   request id, tracing, problem+json for bare errors).
+//! - `error`: the one error type, answered as RFC 9457 problem+json.
+//! - `store/`: database access over SQLite, MySQL/MariaDB and PostgreSQL.
+//! - `liveness`: heartbeat cache and flush, and the sweep.
+//! - `addr`: the peer's address from the connection (and trusted proxies).
+//! - `openapi`, `metrics`.
 
 pub mod api;
+
+#[cfg(feature = "server")]
+mod addr;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+mod error;
+#[cfg(feature = "server")]
+mod liveness;
+#[cfg(feature = "server")]
+mod metrics;
+#[cfg(feature = "server")]
+pub mod openapi;
+#[cfg(feature = "server")]
+mod routes;
+#[cfg(feature = "server")]
+mod state;
+#[cfg(feature = "server")]
+mod store;
+
+#[cfg(feature = "server")]
+pub use config::Config;
+#[cfg(feature = "server")]
+pub use server::run;
+
+#[cfg(feature = "server")]
+mod server {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use anyhow::Context;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::config::Config;
+    use crate::liveness::Liveness;
+    use crate::state::AppState;
+    use crate::store::Store;
+
+    /// Connects to the database, runs the migrations, and serves the API on
+    /// `listener` until `shutdown` resolves; then finishes the requests in
+    /// flight, flushes pending heartbeats and closes the database.
+    pub async fn run(
+        listener: tokio::net::TcpListener,
+        config: Config,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        config.validate()?;
+        crate::metrics::install();
+        let store = Store::connect(
+            &config.database_url,
+            config.db_max_connections,
+            config.db_acquire_timeout,
+        )
+        .await?;
+        store.migrate().await?;
+        let state = AppState {
+            config: Arc::new(config),
+            store: store.clone(),
+            liveness: Arc::new(Liveness::default()),
+            openapi_json: crate::openapi::openapi_json().into(),
+        };
+        let local = listener
+            .local_addr()
+            .context("listener has no local address")?;
+        tracing::info!(
+            addr = %local,
+            backend = ?store.backend(),
+            config = ?state.config,
+            "tracker listening"
+        );
+
+        let cancel = CancellationToken::new();
+        let background = tokio::spawn(crate::liveness::run_background(
+            state.clone(),
+            cancel.clone(),
+        ));
+        let app = crate::routes::app(state);
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server error");
+        tracing::info!("shutting down: flushing heartbeats");
+        cancel.cancel();
+        if let Err(e) = background.await {
+            tracing::error!(error = %e, "background task failed");
+        }
+        store.close().await;
+        tracing::info!("tracker stopped");
+        served
+    }
+}
+
+/// Now, in unix milliseconds.
+#[cfg(feature = "server")]
+pub(crate) fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The TTL in milliseconds.
+#[cfg(feature = "server")]
+pub(crate) fn ttl_ms(config: &Config) -> i64 {
+    i64::try_from(config.peer_ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The oldest `last_seen` of a peer that counts as online.
+#[cfg(feature = "server")]
+pub(crate) fn online_since(config: &Config) -> i64 {
+    now_ms().saturating_sub(ttl_ms(config))
+}

@@ -1,0 +1,240 @@
+//! The tracker's configuration: one typed struct parsed by clap from flags and
+//! `SBCFTP_…` environment variables.
+//!
+//! Every flag has an environment variable of the same name, a default that
+//! works out of the box (an embedded SQLite file, port 8080) and a doc comment
+//! that is its `--help` text. Durations accept plain seconds (`45`) or units
+//! (`45s`, `2m`, `500ms`). [`Config::validate`] checks what clap cannot (for
+//! example that the TTL leaves room for heartbeats) before anything starts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Parser;
+use ipnet::IpNet;
+
+/// SBCFTP tracker: the REST index of online peers and the files they share.
+///
+/// Every flag can also be given as the environment variable shown with it.
+#[derive(Clone, Parser)]
+#[command(name = "sbcftp-tracker", version, about, long_about = None)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "SBCFTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Database URL: `sqlite://FILE?mode=rwc`, `mysql://USER:PASS@HOST/DB` (MySQL or
+    /// MariaDB) or `postgres://USER:PASS@HOST/DB`. Migrations run at start-up.
+    #[arg(
+        long,
+        env = "SBCFTP_DATABASE_URL",
+        default_value = "sqlite://sbcftp-tracker.db?mode=rwc",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// How often peers are told to send a heartbeat (capped at a third of the TTL).
+    #[arg(long, env = "SBCFTP_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// How long after its last heartbeat a peer is considered gone and swept (at least 2s).
+    #[arg(long, env = "SBCFTP_PEER_TTL", default_value = "45s", value_parser = parse_duration)]
+    pub peer_ttl: Duration,
+
+    /// How often the sweep of stale peers runs (one replica sweeps per interval).
+    #[arg(long, env = "SBCFTP_SWEEP_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` header is
+    /// believed (for example `10.0.0.0/8,127.0.0.1/32`). Empty: the header is ignored.
+    #[arg(long, env = "SBCFTP_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Secret that registering peers must send as `Authorization: Bearer <key>`;
+    /// makes the tracker private. Unset: anyone may register.
+    #[arg(long, env = "SBCFTP_REGISTRATION_KEY", hide_env_values = true)]
+    pub registration_key: Option<String>,
+
+    /// Most files one peer may share.
+    #[arg(long, env = "SBCFTP_MAX_FILES_PER_PEER", default_value_t = 100_000)]
+    pub max_files_per_peer: usize,
+
+    /// Page size of lists when the request gives no `limit`.
+    #[arg(long, env = "SBCFTP_DEFAULT_PAGE_SIZE", default_value_t = 100)]
+    pub default_page_size: u32,
+
+    /// Largest `limit` a list request may ask for.
+    #[arg(long, env = "SBCFTP_MAX_PAGE_SIZE", default_value_t = 1000)]
+    pub max_page_size: u32,
+
+    /// Largest request body in bytes (a registration with many files is the largest).
+    #[arg(long, env = "SBCFTP_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most requests handled at once; more wait (until the request timeout).
+    #[arg(long, env = "SBCFTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Time limit for one request, including waiting for the database.
+    #[arg(long, env = "SBCFTP_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Size of the database connection pool.
+    #[arg(long, env = "SBCFTP_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a database connection before it is answered 503.
+    #[arg(long, env = "SBCFTP_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// Log format: `text` (multi-field, human) or `compact`. Levels come from `RUST_LOG` (default `info`).
+    #[arg(long, env = "SBCFTP_LOG_FORMAT", default_value = "text", value_parser = ["text", "compact"])]
+    pub log_format: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("peer_ttl", &self.peer_ttl)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field(
+                "registration_key",
+                &self.registration_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("max_files_per_peer", &self.max_files_per_peer)
+            .field("default_page_size", &self.default_page_size)
+            .field("max_page_size", &self.max_page_size)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("request_timeout", &self.request_timeout)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Checks the values clap cannot check one by one.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.peer_ttl < Duration::from_secs(2) {
+            bail!("--peer-ttl must be at least 2s (got {:?})", self.peer_ttl);
+        }
+        if self.sweep_interval.is_zero() {
+            bail!("--sweep-interval must be more than 0");
+        }
+        if self.heartbeat_interval.is_zero() {
+            bail!("--heartbeat-interval must be more than 0");
+        }
+        if self.max_page_size == 0 || self.default_page_size == 0 {
+            bail!("--max-page-size and --default-page-size must be more than 0");
+        }
+        if self.default_page_size > self.max_page_size {
+            bail!(
+                "--default-page-size ({}) is larger than --max-page-size ({})",
+                self.default_page_size,
+                self.max_page_size
+            );
+        }
+        if self.max_connections == 0 || self.db_max_connections == 0 {
+            bail!("--max-connections and --db-max-connections must be more than 0");
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("--max-body-bytes must be at least 1024");
+        }
+        if self.request_timeout.is_zero() || self.db_acquire_timeout.is_zero() {
+            bail!("--request-timeout and --db-acquire-timeout must be more than 0");
+        }
+        if matches!(&self.registration_key, Some(k) if k.is_empty()) {
+            bail!("--registration-key is empty; leave it unset for a public tracker");
+        }
+        Ok(())
+    }
+
+    /// The heartbeat interval peers are told, in whole seconds: the configured
+    /// one, but at most a third of the TTL and at least one second.
+    pub fn effective_heartbeat_secs(&self) -> u64 {
+        let cap = self.peer_ttl.as_secs() / 3;
+        self.heartbeat_interval.as_secs().min(cap).max(1)
+    }
+
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// Parses a duration: plain seconds (`45`) or with units (`45s`, `2m`, `500ms`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!("{s:?} is not a duration ({e}); use seconds (45) or units (45s, 2m, 500ms)")
+    })
+}
+
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net);
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|e| format!("{s:?} is not a CIDR or IP address ({e}), e.g. 10.0.0.0/8"))
+}
+
+/// The URL with any password replaced, for logs and `Debug`.
+pub(crate) fn redact_url(url: &str) -> String {
+    // scheme://user:password@host/... → scheme://user:<redacted>@host/...
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some(at) = rest.find('@') else {
+        return url.to_owned();
+    };
+    let (userinfo, host) = rest.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn redacts() {
+        assert_eq!(
+            redact_url("mysql://root:pw@db/x"),
+            "mysql://root:<redacted>@db/x"
+        );
+        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+        let c = Config::try_parse_from([
+            "sbcftp-tracker",
+            "--registration-key",
+            "sekrit",
+            "--database-url",
+            "postgres://u:pw@h/d",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("sekrit") && !dbg.contains("pw@"), "{dbg}");
+    }
+}

@@ -1,0 +1,20 @@
+//! The state every handler shares: configuration, database, liveness cache.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::liveness::Liveness;
+use crate::store::Store;
+
+/// Cheap to clone: everything is behind `Arc`s or is a pool handle.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The database.
+    pub store: Store,
+    /// Heartbeat cache, pending heartbeats and counters.
+    pub liveness: Arc<Liveness>,
+    /// The OpenAPI document, rendered once.
+    pub openapi_json: Arc<str>,
+}
