@@ -2,9 +2,12 @@
 //!
 //! A heartbeat must cost about as much as an empty route whatever the peer
 //! shares, so it does not touch the database: the tracker keeps the token
-//! hash of every peer it has seen (`peer_id → BLAKE3(token)`, loaded from the
-//! database on a miss), checks the bearer token against it in constant time
-//! and records the peer id in a pending set. A background task flushes that
+//! hash of every peer it has seen (`peer_id → BLAKE3(token)` and when it was
+//! last known alive, loaded from the database on a miss), checks the bearer
+//! token against it in constant time and records the peer id in a pending
+//! set. An entry not refreshed within the TTL is checked against the database
+//! again, so a peer that missed its heartbeats is dead (404) even before the
+//! sweep removes its row, and cannot come back with a late heartbeat. A background task flushes that
 //! set every second (and at shutdown) with one `UPDATE … WHERE peer_id IN
 //! (…)` per 500 peers; ids whose row is gone (swept, or left through another
 //! replica) are dropped from the cache, so their next heartbeat is a 404 and
@@ -19,7 +22,8 @@
 //! `last_seen`, so a dead peer is never shown between sweeps.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
@@ -55,10 +59,18 @@ pub struct Stats {
 /// The heartbeat cache and pending set.
 #[derive(Debug, Default)]
 pub struct Liveness {
-    tokens: RwLock<HashMap<String, blake3::Hash>>,
+    tokens: RwLock<HashMap<String, Arc<Known>>>,
     pending: Mutex<HashSet<String>>,
     /// Counters.
     pub stats: Stats,
+}
+
+/// What the cache knows about one peer.
+#[derive(Debug)]
+struct Known {
+    token_hash: blake3::Hash,
+    /// When the peer was last known alive (unix millis).
+    alive_at: AtomicI64,
 }
 
 /// BLAKE3 hex of a token, as stored.
@@ -67,33 +79,41 @@ pub fn hash_token(token: &str) -> blake3::Hash {
 }
 
 impl Liveness {
-    /// Checks `token` for `peer_id`: 404 if there is no such peer, 403 if the
-    /// token is wrong. Loads the token hash from the database on a cache miss.
+    /// Checks `token` for `peer_id`: 404 if there is no such live peer, 403
+    /// if the token is wrong. Goes to the database on a cache miss, or when
+    /// the cached entry is older than the TTL.
     pub async fn authenticate(
         &self,
         store: &Store,
         peer_id: &str,
         token: &str,
+        ttl_ms: i64,
     ) -> Result<(), Error> {
-        let cached = self.read_tokens().get(peer_id).copied();
-        let expected = match cached {
-            Some(h) => h,
-            None => {
-                let Some(hex) = store.token_hash(peer_id).await? else {
+        let now = crate::now_ms();
+        let cached = self.read_tokens().get(peer_id).cloned();
+        let known = match cached {
+            Some(k) if now - k.alive_at.load(Ordering::Relaxed) <= ttl_ms => k,
+            _ => {
+                let Some((hex, last_seen)) = store.peer_auth(peer_id).await? else {
+                    self.forget(std::iter::once(&peer_id.to_owned()));
                     return Err(no_peer(peer_id));
                 };
+                if now - last_seen > ttl_ms {
+                    // Missed its heartbeats: dead, whether or not swept yet.
+                    self.forget(std::iter::once(&peer_id.to_owned()));
+                    return Err(no_peer(peer_id));
+                }
                 let Ok(h) = blake3::Hash::from_hex(hex.as_bytes()) else {
                     tracing::error!(peer_id, "stored token hash is not valid hex");
                     return Err(Error::Forbidden(
                         "the token does not match this peer".into(),
                     ));
                 };
-                self.remember(peer_id, h);
-                h
+                self.remember_at(peer_id, h, last_seen)
             }
         };
         // blake3::Hash equality is constant-time.
-        if hash_token(token) == expected {
+        if hash_token(token) == known.token_hash {
             Ok(())
         } else {
             Err(Error::Forbidden(format!(
@@ -102,9 +122,19 @@ impl Liveness {
         }
     }
 
-    /// Caches a peer's token hash (after registration or a lookup).
+    /// Caches a peer's token hash after registration.
     pub fn remember(&self, peer_id: &str, hash: blake3::Hash) {
-        self.write_tokens().insert(peer_id.to_owned(), hash);
+        self.remember_at(peer_id, hash, crate::now_ms());
+    }
+
+    fn remember_at(&self, peer_id: &str, token_hash: blake3::Hash, alive_at: i64) -> Arc<Known> {
+        let known = Arc::new(Known {
+            token_hash,
+            alive_at: AtomicI64::new(alive_at),
+        });
+        self.write_tokens()
+            .insert(peer_id.to_owned(), known.clone());
+        known
     }
 
     /// Drops peers from the cache and the pending set.
@@ -121,8 +151,12 @@ impl Liveness {
         }
     }
 
-    /// Records a heartbeat, to be written at the next flush.
+    /// Records a heartbeat (of an authenticated peer), to be written at the
+    /// next flush.
     pub fn beat(&self, peer_id: &str) {
+        if let Some(k) = self.read_tokens().get(peer_id) {
+            k.alive_at.store(crate::now_ms(), Ordering::Relaxed);
+        }
         let mut p = self.lock_pending();
         if !p.contains(peer_id) {
             p.insert(peer_id.to_owned());
@@ -131,11 +165,11 @@ impl Liveness {
         self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn read_tokens(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, blake3::Hash>> {
+    fn read_tokens(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Known>>> {
         self.tokens.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_tokens(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, blake3::Hash>> {
+    fn write_tokens(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Known>>> {
         self.tokens.write().unwrap_or_else(|e| e.into_inner())
     }
 

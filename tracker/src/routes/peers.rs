@@ -277,7 +277,7 @@ async fn heartbeat(
     let token = bearer(&headers)?;
     state
         .liveness
-        .authenticate(&state.store, &peer_id, token)
+        .authenticate(&state.store, &peer_id, token, crate::ttl_ms(&state.config))
         .await?;
     state.liveness.beat(&peer_id);
     Ok(Json(HeartbeatResponse {
@@ -316,7 +316,7 @@ async fn replace_files(
     let token = bearer(&headers)?;
     state
         .liveness
-        .authenticate(&state.store, &peer_id, token)
+        .authenticate(&state.store, &peer_id, token, crate::ttl_ms(&state.config))
         .await?;
     check_files(&req.files, state.config.max_files_per_peer, "files")?;
     match state.store.replace_files(&peer_id, &req.files).await? {
@@ -363,7 +363,7 @@ async fn patch_files(
     let token = bearer(&headers)?;
     state
         .liveness
-        .authenticate(&state.store, &peer_id, token)
+        .authenticate(&state.store, &peer_id, token, crate::ttl_ms(&state.config))
         .await?;
     let cap = state.config.max_files_per_peer;
     check_files(&req.add, cap, "add")?;
@@ -418,7 +418,7 @@ async fn leave(
     let token = bearer(&headers)?;
     state
         .liveness
-        .authenticate(&state.store, &peer_id, token)
+        .authenticate(&state.store, &peer_id, token, crate::ttl_ms(&state.config))
         .await?;
     let existed = state.store.delete_peer(&peer_id).await?;
     state.liveness.forget(std::iter::once(&peer_id));

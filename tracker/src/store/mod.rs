@@ -329,12 +329,12 @@ impl Store {
         Ok(())
     }
 
-    /// The stored token hash of a peer, if it exists.
-    pub async fn token_hash(&self, peer_id: &str) -> Result<Option<String>, sqlx::Error> {
+    /// The stored token hash and `last_seen` of a peer, if it exists.
+    pub async fn peer_auth(&self, peer_id: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
         with_pool!(self, pool => {
-            let row = sqlx::query(safe(&self.q.token_hash)).bind(peer_id).fetch_optional(pool).await?;
+            let row = sqlx::query(safe(&self.q.peer_auth)).bind(peer_id).fetch_optional(pool).await?;
             match row {
-                Some(r) => Ok(Some(r.try_get::<String, _>(0)?)),
+                Some(r) => Ok(Some((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))),
                 None => Ok(None),
             }
         })

@@ -73,8 +73,8 @@ queries! {
     /// A new peer (file_count set by the caller).
     insert_peer = "INSERT INTO peers (peer_id, token_hash, addr, registered_at, last_seen, file_count) \
                    VALUES (?, ?, ?, ?, ?, ?)";
-    /// The stored token hash of a peer.
-    token_hash = "SELECT token_hash FROM peers WHERE peer_id = ?";
+    /// The stored token hash and last heartbeat of a peer.
+    peer_auth = "SELECT token_hash, last_seen FROM peers WHERE peer_id = ?";
     /// Sets file_count; also the existence check and row lock at the start of
     /// every file-list change (and on SQLite takes the write lock first, so the
     /// transaction never has to upgrade a read lock).

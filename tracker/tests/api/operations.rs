@@ -1,0 +1,156 @@
+//! Health, metrics, the OpenAPI document, database outages and shutdown.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Backend, TestDb, eventually, expect_problem, file, spawn_app, spawn_on};
+
+crate::backend_tests!(health_and_metrics, graceful_shutdown);
+
+async fn health_and_metrics(backend: Backend) {
+    let Some(app) = spawn_app(backend, &[]).await else {
+        return;
+    };
+    let (s, body) = app.get_json("/healthz").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    let peer = app.register(1, vec![file("a", "a")]).await;
+    assert_eq!(app.heartbeat(&peer).await, StatusCode::OK);
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.contains("sbcftp_heartbeats_total 1\n"), "{text}");
+    assert!(
+        text.contains(
+            r#"sbcftp_http_requests_total{method="POST",route="/api/v1/peers",status="201"}"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("sbcftp_online_peers "), "{text}");
+    app.stop().await.unwrap();
+}
+
+async fn graceful_shutdown(backend: Backend) {
+    let Some(app) = spawn_app(backend, &[]).await else {
+        return;
+    };
+    app.register(1, vec![]).await;
+    let addr = app.addr;
+    app.stop().await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still listening after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn openapi_is_in_sync() {
+    let generated = sbcftp_tracker::openapi::openapi_json();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
+    if std::env::var("SBCFTP_BLESS").as_deref() == Ok("1") {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json differs from the code; run `SBCFTP_BLESS=1 cargo test -p sbcftp-tracker openapi_is_in_sync` and commit it"
+    );
+    // The served document is the same.
+    let app = spawn_app(Backend::Sqlite, &[]).await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), generated);
+    let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    for p in [
+        "/api/v1/peers",
+        "/api/v1/peers/{peer_id}",
+        "/api/v1/peers/{peer_id}/heartbeat",
+        "/api/v1/peers/{peer_id}/files",
+        "/api/v1/files",
+        "/api/v1/files/{hash}",
+        "/healthz",
+        "/metrics",
+        "/api/v1/openapi.json",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from the document"
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+/// PostgreSQL stops accepting connections to the test database and drops
+/// the tracker's: requests get 503 (not a hang), and the tracker recovers
+/// by itself when connections are allowed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_and_recovery() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let app = spawn_on(db.clone(), &["--db-acquire-timeout", "1s"]).await;
+    let peer = app.register(1, vec![file("a", "a")]).await;
+    let name = db.name.clone();
+    db.admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await;
+    db.admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    ))
+    .await;
+    eventually(30, "/healthz answers 503", || async {
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    expect_problem(r, 503, "healthz while down").await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/peers"))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 503, "list while down").await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/peers"))
+        .json(&serde_json::json!({"port": 2}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 503, "register while down").await;
+
+    db.admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await;
+    eventually(30, "/healthz recovers", || async {
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::OK
+    })
+    .await;
+    let (s, _) = app
+        .get_json(&format!("/api/v1/peers/{}", peer.peer_id))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(app.heartbeat(&peer).await, StatusCode::OK);
+    app.stop().await.unwrap();
+}

@@ -1,0 +1,159 @@
+//! Cursor pagination and search.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sbcftp_tracker::api::{ContentList, PeerList};
+
+use crate::helpers::{Backend, TestApp, file, spawn_app};
+
+crate::backend_tests!(walk_every_page, search_by_name);
+
+async fn walk_files(app: &TestApp, query: &str, limit: u32) -> Vec<sbcftp_tracker::api::Content> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let mut path = format!("/api/v1/files?limit={limit}{query}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page: ContentList = app
+            .client
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(page.files.len() <= limit as usize);
+        out.extend(page.files);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("pagination does not end");
+}
+
+async fn walk_every_page(backend: Backend) {
+    let Some(app) = spawn_app(
+        backend,
+        &["--max-page-size", "10", "--default-page-size", "4"],
+    )
+    .await
+    else {
+        return;
+    };
+    // 3 peers, 25 distinct contents, some held by several peers.
+    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut peers = Vec::new();
+    for p in 0..3 {
+        let files: Vec<_> = (0..12)
+            .map(|i| file(&format!("p{p}-{i}.dat"), &format!("c{}", i + p * 6)))
+            .collect();
+        let reg = app.register(1000 + p, files.clone()).await;
+        for f in &files {
+            expected
+                .entry(f.hash.clone())
+                .or_default()
+                .insert(reg.peer_id.clone());
+        }
+        peers.push(reg.peer_id);
+    }
+    assert_eq!(expected.len(), 24);
+    for limit in [1, 7, 10] {
+        let all = walk_files(&app, "", limit).await;
+        let hashes: Vec<_> = all.iter().map(|c| c.hash.clone()).collect();
+        let mut sorted = hashes.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(hashes, sorted, "pages are in hash order without duplicates");
+        let got: BTreeMap<String, BTreeSet<String>> = all
+            .into_iter()
+            .map(|c| (c.hash, c.peers.into_iter().map(|p| p.peer_id).collect()))
+            .collect();
+        assert_eq!(got, expected, "limit {limit}");
+    }
+    // Default page size.
+    let page: ContentList = app
+        .client
+        .get(app.url("/api/v1/files"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page.files.len(), 4);
+    assert!(page.next_cursor.is_some());
+
+    // Peers.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page: PeerList = app
+            .client
+            .get(app.url(&format!("/api/v1/peers?limit=2&cursor={cursor}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(page.peers.len() <= 2);
+        seen.extend(page.peers.into_iter().map(|p| p.peer_id));
+        match page.next_cursor {
+            Some(c) => cursor = c,
+            None => break,
+        }
+    }
+    peers.sort();
+    assert_eq!(seen, peers);
+    app.stop().await.unwrap();
+}
+
+async fn search_by_name(backend: Backend) {
+    let Some(app) = spawn_app(backend, &[]).await else {
+        return;
+    };
+    app.register(
+        1,
+        vec![
+            file("Holiday Video.MP4", "h"),
+            file("50%_off.txt", "p"),
+            file("500x_off.txt", "q"),
+        ],
+    )
+    .await;
+    app.register(
+        2,
+        vec![file("holiday-photo.jpg", "j"), file("notes.txt", "n")],
+    )
+    .await;
+    let names = |q: &'static str| {
+        let app = &app;
+        async move {
+            let all = walk_files(app, &format!("&q={q}"), 100).await;
+            let mut v: Vec<String> = all.into_iter().flat_map(|c| c.names).collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(
+        names("holiday").await,
+        vec!["Holiday Video.MP4", "holiday-photo.jpg"]
+    );
+    assert_eq!(
+        names("HOLIDAY").await,
+        vec!["Holiday Video.MP4", "holiday-photo.jpg"]
+    );
+    assert_eq!(names("mp4").await, vec!["Holiday Video.MP4"]);
+    // % and _ are literal characters, not wildcards.
+    // As wildcards, `%_` would match every name and `0_` both "50%…" and "500x…".
+    assert_eq!(names("%25_").await, vec!["50%_off.txt"]);
+    assert_eq!(names("0_").await, Vec::<String>::new());
+    assert_eq!(names("x_off").await, vec!["500x_off.txt"]);
+    assert_eq!(names("nothing-like-this").await, Vec::<String>::new());
+    assert_eq!(names("").await.len(), 5);
+    app.stop().await.unwrap();
+}
