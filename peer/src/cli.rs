@@ -1,0 +1,204 @@
+//! Command-line interface: the parsed arguments of every subcommand.
+//!
+//! Every flag has an `SBCFTP_…` environment variable. Durations accept plain
+//! seconds (`10`) or units (`10s`, `2m`, `500ms`). These are the raw parsed
+//! arguments; each command validates what it needs (ripgrep keeps parsed and
+//! validated arguments apart the same way).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// SBCFTP peer: share a folder, find files through the tracker, download them
+/// directly from other peers, verified.
+#[derive(Debug, Parser)]
+#[command(name = "sbcftp-peer", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The tracker's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SBCFTP_TRACKER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub tracker: String,
+
+    /// Key for a private tracker, sent as `Authorization: Bearer <key>` when registering.
+    #[arg(
+        long,
+        global = true,
+        env = "SBCFTP_REGISTRATION_KEY",
+        hide_env_values = true
+    )]
+    pub registration_key: Option<String>,
+
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info`, `sbcftp_peer=debug`).
+    /// Defaults to `info` for `serve` and `warn` for the other commands.
+    #[arg(long, global = true, env = "SBCFTP_LOG")]
+    pub log: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Share a folder: hash it, register with the tracker, heartbeat, and serve
+    /// its files to other peers until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// List the contents the tracker knows (optionally matching QUERY).
+    Files(FilesArgs),
+    /// List the online peers.
+    Peers(PeersArgs),
+    /// Download a content by hash or by exact name.
+    Get(GetArgs),
+    /// Pick a content from a numbered list and download it.
+    Browse(BrowseArgs),
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The folder whose files are shared (only regular files directly in it).
+    #[arg(long, env = "SBCFTP_SHARE", default_value = "./DistShared")]
+    pub share: PathBuf,
+
+    /// Address to serve files on. A specific IP is also the address requests to
+    /// the tracker leave from. Port 0 picks a free port (it is logged and registered).
+    #[arg(long, env = "SBCFTP_LISTEN", default_value = "0.0.0.0:44444")]
+    pub listen: SocketAddr,
+
+    /// Port to tell the tracker, when it differs from the listening port (NAT, port forwarding).
+    #[arg(long, env = "SBCFTP_ADVERTISE_PORT")]
+    pub advertise_port: Option<u16>,
+
+    /// Where the hash cache is kept [default: <share>/.sbcftp].
+    #[arg(long, env = "SBCFTP_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// How often the share folder is rescanned (stat only; changed files are
+    /// re-hashed and the tracker is told).
+    #[arg(long, env = "SBCFTP_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub rescan_interval: Duration,
+
+    /// Most connections served at once; more are answered BUSY.
+    #[arg(long, env = "SBCFTP_MAX_CONNECTIONS", default_value_t = 64)]
+    pub max_connections: usize,
+
+    /// Upload limit per connection, in bytes per second (unlimited by default).
+    #[arg(long, env = "SBCFTP_MAX_UPLOAD_RATE")]
+    pub max_upload_rate: Option<u64>,
+
+    /// How long a connection may stay idle between requests.
+    #[arg(long, env = "SBCFTP_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long a request frame may take to arrive, and writing each 1 MiB of an answer may take.
+    #[arg(long, env = "SBCFTP_IO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub io_timeout: Duration,
+
+    /// On shutdown, how long transfers in flight may go on before they are aborted.
+    #[arg(long, env = "SBCFTP_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// `files`.
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    /// Only contents whose name contains this text.
+    pub query: Option<String>,
+    /// Print JSON (the tracker's `ContentList` shape) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Most rows to fetch.
+    #[arg(long, env = "SBCFTP_LIMIT", default_value_t = 1000)]
+    pub limit: usize,
+}
+
+/// `peers`.
+#[derive(Debug, Args)]
+pub struct PeersArgs {
+    /// Print JSON (the tracker's `PeerList` shape) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Most rows to fetch.
+    #[arg(long, env = "SBCFTP_LIMIT", default_value_t = 1000)]
+    pub limit: usize,
+}
+
+/// Options shared by `get` and `browse`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// Folder to download into (created if missing).
+    #[arg(long, env = "SBCFTP_OUT", default_value = "./Downloads")]
+    pub out: PathBuf,
+
+    /// Replace an existing file of the same name that has different content.
+    #[arg(long)]
+    pub force: bool,
+
+    /// A source that sends nothing for this long is dropped for the next one.
+    #[arg(long, env = "SBCFTP_STALL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
+    /// How long connecting to a source may take.
+    #[arg(long, env = "SBCFTP_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// `get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// A content's hash (64 hex digits) or a file name that matches exactly one content.
+    pub what: String,
+    /// Save under this name instead of the content's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Download options.
+    #[command(flatten)]
+    pub download: DownloadArgs,
+}
+
+/// `browse`.
+#[derive(Debug, Args)]
+pub struct BrowseArgs {
+    /// Only list contents whose name contains this text.
+    pub query: Option<String>,
+    /// Download options.
+    #[command(flatten)]
+    pub download: DownloadArgs,
+}
+
+/// Parses `10`, `10s`, `2m`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration (e.g. 10, 10s, 2m): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,348 @@
+//! The client commands: `files`, `peers`, `get` and `browse`.
+//!
+//! They print their results to stdout (tables, or JSON with `--json`) and
+//! everything else (progress, warnings about sources) to stderr. `get` and
+//! `browse` share one download path ([`download_content`]), which runs the
+//! blocking downloader on the blocking pool and turns Ctrl-C into a clean stop
+//! that keeps the verified part.
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use indicatif::ProgressBar;
+use sbcftp_tracker::api::{Content, ContentList, validate_hash, validate_name};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{BrowseArgs, DownloadArgs, FilesArgs, GetArgs, PeersArgs};
+use crate::download::{self, DownloadError, Job, Observer, Outcome, Source};
+use crate::outline;
+use crate::tracker_client::{TrackerClient, TrackerError};
+use crate::ui;
+
+/// `files [QUERY] [--json]`.
+pub async fn files(client: &TrackerClient, args: FilesArgs) -> anyhow::Result<()> {
+    let files = client.all_files(args.query.as_deref(), args.limit).await?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        let list = ContentList {
+            files,
+            next_cursor: None,
+        };
+        serde_json::to_writer_pretty(&mut out, &list)?;
+        writeln!(out)?;
+    } else if files.is_empty() {
+        writeln!(
+            out,
+            "no files{}",
+            match &args.query {
+                Some(q) => format!(" matching {}", ui::safe(q)),
+                None => String::new(),
+            }
+        )?;
+    } else {
+        let (header, rows) = ui::content_rows(&files, false);
+        ui::write_table(&mut out, &header, &rows)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `peers [--json]`.
+pub async fn peers(client: &TrackerClient, args: PeersArgs) -> anyhow::Result<()> {
+    let list = client.all_peers(args.limit).await?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &list)?;
+        writeln!(out)?;
+    } else if list.peers.is_empty() {
+        writeln!(out, "no peers online")?;
+    } else {
+        let (header, rows) = ui::peer_rows(&list.peers);
+        ui::write_table(&mut out, &header, &rows)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `get <HASH|NAME>`.
+pub async fn get(
+    client: &TrackerClient,
+    args: GetArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let lowered = args.what.to_ascii_lowercase();
+    let (content, name) = if validate_hash(&lowered).is_ok() {
+        let content = match client.content(&lowered).await {
+            Ok(c) => c,
+            Err(TrackerError::NotFound(_)) => bail!("no online peer shares {lowered}"),
+            Err(e) => return Err(e.into()),
+        };
+        let name = args
+            .name
+            .clone()
+            .or_else(|| {
+                content
+                    .names
+                    .iter()
+                    .find(|n| validate_name(n).is_ok())
+                    .cloned()
+            })
+            .unwrap_or_else(|| lowered.clone());
+        (content, name)
+    } else {
+        let content = find_by_name(client, &args.what).await?;
+        (
+            content,
+            args.name.clone().unwrap_or_else(|| args.what.clone()),
+        )
+    };
+    download_content(client, content, name, &args.download, cancel).await
+}
+
+/// The one content that has exactly this name.
+async fn find_by_name(client: &TrackerClient, name: &str) -> anyhow::Result<Content> {
+    let matches: Vec<Content> = client
+        .all_files(Some(name), 10_000)
+        .await?
+        .into_iter()
+        .filter(|c| c.names.iter().any(|n| n == name))
+        .collect();
+    match matches.len() {
+        0 => bail!(
+            "no content is named {}; `sbcftp-peer files {}` lists names containing it",
+            ui::safe(name),
+            ui::safe(name)
+        ),
+        1 => Ok(matches.into_iter().next().context("no match")?),
+        n => {
+            let mut msg = format!(
+                "{n} different contents are named {}; pick one by hash:",
+                ui::safe(name)
+            );
+            for c in &matches {
+                msg.push_str(&format!(
+                    "\n  {}  {:>10}  {}",
+                    c.hash,
+                    ui::human_bytes(c.size),
+                    c.names
+                        .iter()
+                        .map(|n| ui::safe(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            bail!(msg)
+        }
+    }
+}
+
+/// `browse [QUERY]`: numbered list, pick, confirm, download.
+pub async fn browse(
+    client: &TrackerClient,
+    args: BrowseArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let files = client.all_files(args.query.as_deref(), 1000).await?;
+    if files.is_empty() {
+        println!("no files to download");
+        return Ok(());
+    }
+    {
+        let mut out = io::stdout().lock();
+        let (header, rows) = ui::content_rows(&files, true);
+        ui::write_table(&mut out, &header, &rows)?;
+        out.flush()?;
+    }
+    let stdin = io::stdin();
+    let mut lines = stdin.lock().lines();
+    let content = loop {
+        print!("Enter the number of the file to download (q to quit): ");
+        io::stdout().flush()?;
+        let Some(line) = lines.next().transpose()? else {
+            bail!("no file chosen");
+        };
+        let line = line.trim();
+        if line.eq_ignore_ascii_case("q") {
+            return Ok(());
+        }
+        match line.parse::<usize>() {
+            Ok(i) if (1..=files.len()).contains(&i) => break files[i - 1].clone(),
+            _ => println!("please enter a number from 1 to {}", files.len()),
+        }
+    };
+    let name = content
+        .names
+        .iter()
+        .find(|n| validate_name(n).is_ok())
+        .cloned()
+        .unwrap_or_else(|| content.hash.clone());
+    print!(
+        "Download {} ({}) from {} peer(s)? [Y/n] ",
+        ui::safe(&name),
+        ui::human_bytes(content.size),
+        content.peers.len()
+    );
+    io::stdout().flush()?;
+    let answer = lines.next().transpose()?.unwrap_or_default();
+    let answer = answer.trim();
+    if !(answer.is_empty()
+        || answer.eq_ignore_ascii_case("y")
+        || answer.eq_ignore_ascii_case("yes"))
+    {
+        println!("not downloading");
+        return Ok(());
+    }
+    download_content(client, content, name, &args.download, cancel).await
+}
+
+/// Progress bar and source messages for a download.
+struct BarObserver {
+    bar: ProgressBar,
+}
+
+impl Observer for BarObserver {
+    fn start(&self, size: u64, done: u64) {
+        self.bar.set_length(size);
+        self.bar.set_position(done);
+        self.bar.reset_eta();
+    }
+
+    fn advance(&self, n: u64) {
+        self.bar.inc(n);
+    }
+
+    fn message(&self, msg: &str) {
+        self.bar.suspend(|| eprintln!("sbcftp-peer: {msg}"));
+    }
+}
+
+/// Downloads `content` as `name`, retrying once with sources the tracker
+/// knows by then if every source failed.
+async fn download_content(
+    client: &TrackerClient,
+    content: Content,
+    name: String,
+    args: &DownloadArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let hash = outline::from_hex(&content.hash)
+        .with_context(|| format!("the tracker sent a bad hash {:?}", ui::safe(&content.hash)))?;
+    let job = Arc::new(Job {
+        hash,
+        size: content.size,
+        name,
+        out_dir: args.out.clone(),
+        force: args.force,
+        stall_timeout: args.stall_timeout,
+        connect_timeout: args.connect_timeout,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = Arc::clone(&stop);
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let obs = Arc::new(BarObserver {
+        bar: ui::byte_bar(content.size, "downloading"),
+    });
+
+    let mut tried: HashSet<String> = HashSet::new();
+    let mut sources: Vec<Source> = to_sources(&content);
+    let mut result;
+    let mut round = 0;
+    loop {
+        round += 1;
+        if sources.is_empty() {
+            result = Err(DownloadError::NoSourceLeft {
+                tried: tried.len(),
+                verified: 0,
+                size: content.size,
+                part: args
+                    .out
+                    .join(download::part_name(&job.name, &hash))
+                    .display()
+                    .to_string(),
+            });
+        } else {
+            tried.extend(sources.iter().map(|s| s.addr.clone()));
+            let (job2, stop2, obs2, srcs) = (
+                Arc::clone(&job),
+                Arc::clone(&stop),
+                Arc::clone(&obs),
+                sources.clone(),
+            );
+            result = tokio::task::spawn_blocking(move || {
+                download::download(&job2, &srcs, &stop2, &*obs2)
+            })
+            .await
+            .context("download task failed")?;
+        }
+        // Every source failed: ask the tracker once more for sources not tried yet.
+        if round >= 2
+            || !matches!(result, Err(DownloadError::NoSourceLeft { .. }))
+            || stop.load(Ordering::Relaxed)
+        {
+            break;
+        }
+        match client.content(&content.hash).await {
+            Ok(fresh) => {
+                sources = to_sources(&fresh)
+                    .into_iter()
+                    .filter(|s| !tried.contains(&s.addr))
+                    .collect();
+                if sources.is_empty() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    watcher.abort();
+    obs.bar.finish_and_clear();
+    match result {
+        Ok(Outcome::Done {
+            path,
+            received,
+            resumed,
+        }) => {
+            let resumed_note = if resumed > 0 {
+                format!(", {} resumed from an earlier run", ui::human_bytes(resumed))
+            } else {
+                String::new()
+            };
+            println!(
+                "downloaded {} ({}, {} received{resumed_note}), verified blake3 {}",
+                path.display(),
+                ui::human_bytes(content.size),
+                ui::human_bytes(received),
+                content.hash
+            );
+            Ok(())
+        }
+        Ok(Outcome::AlreadyThere { path }) => {
+            println!(
+                "{} is already there with this content; nothing to do",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn to_sources(content: &Content) -> Vec<Source> {
+    content
+        .peers
+        .iter()
+        .map(|p| Source {
+            peer_id: p.peer_id.clone(),
+            addr: p.addr.clone(),
+        })
+        .collect()
+}

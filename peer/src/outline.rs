@@ -1,0 +1,297 @@
+//! Verified blocks: a file's BLAKE3 tree cut at a fixed block size.
+//!
+//! A file of `size` bytes is split into aligned blocks of `2^k` bytes, with
+//! `k = max(20, ceil(log2(size)) - 16)`, so a block is at least 1 MiB (1024
+//! BLAKE3 chunks) and a file never has more than 2^16 blocks. Both sides derive
+//! `k` from the size alone. Each block (the last may be short) is a complete
+//! subtree of BLAKE3's tree, and BLAKE3 splits a tree at the largest power of
+//! two strictly below its length, which for whole blocks is the largest power
+//! of two of blocks strictly below the block count. So the blocks' chaining
+//! values (CVs) merge up to exactly the file's BLAKE3 hash ([`root`]).
+//!
+//! The list of CVs is the file's *outline* (32 bytes per block). A downloader
+//! fetches the outline, checks that it merges to the hash it asked for, and
+//! then checks every block against its CV before writing it ([`verify_block`]),
+//! so a corrupt byte is caught per block, and blocks may come from any peer in
+//! any order. A single-block file's outline is its hash itself.
+//!
+//! Hashing a file here ([`hash_file`]) reads and hashes blocks in parallel on
+//! the rayon pool and yields both the hash and the outline in one pass.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
+};
+use rayon::prelude::*;
+
+/// A BLAKE3 hash or chaining value.
+pub type Cv = [u8; 32];
+
+/// Smallest block size exponent (1 MiB).
+pub const MIN_BLOCK_LOG: u32 = 20;
+
+/// Largest piece read from disk at once while hashing a block.
+const READ_PIECE: usize = 1 << 20;
+
+/// Block size exponent `k` for a file of `size` bytes.
+pub fn block_log(size: u64) -> u32 {
+    if size <= 1 {
+        return MIN_BLOCK_LOG;
+    }
+    // ceil(log2(size)) for size >= 2.
+    let ceil_log = 64 - (size - 1).leading_zeros();
+    MIN_BLOCK_LOG.max(ceil_log.saturating_sub(16))
+}
+
+/// Block size in bytes for a file of `size` bytes.
+pub fn block_size(size: u64) -> u64 {
+    1u64 << block_log(size)
+}
+
+/// Number of blocks of a file of `size` bytes (an empty file has one empty block).
+pub fn block_count(size: u64) -> u64 {
+    size.div_ceil(block_size(size)).max(1)
+}
+
+/// Length of an OK OUTLINE payload for a file of `size` bytes.
+pub fn outline_len(size: u64) -> u64 {
+    8 + 32 * block_count(size)
+}
+
+/// The byte range `[start, end)` of block `index` of a file of `size` bytes.
+pub fn block_range(size: u64, index: u64) -> (u64, u64) {
+    let bs = block_size(size);
+    let start = index * bs;
+    (start, size.min(start + bs))
+}
+
+/// The CV of one block's bytes. For a single-block file this is the root hash.
+pub fn block_cv(size: u64, index: u64, data: &[u8]) -> Cv {
+    if block_count(size) == 1 {
+        return *blake3::hash(data).as_bytes();
+    }
+    let mut h = blake3::Hasher::new();
+    h.set_input_offset(index * block_size(size));
+    h.update(data);
+    h.finalize_non_root()
+}
+
+/// Whether `data` is block `index` of the file of `size` bytes whose outline is `cvs`.
+pub fn verify_block(size: u64, index: u64, data: &[u8], cvs: &[Cv]) -> bool {
+    let (start, end) = block_range(size, index);
+    let Some(expected) = usize::try_from(index).ok().and_then(|i| cvs.get(i)) else {
+        return false;
+    };
+    data.len() as u64 == end - start && block_cv(size, index, data) == *expected
+}
+
+/// Merges an outline up to the root hash. `None` for an empty list.
+pub fn root(cvs: &[Cv]) -> Option<Cv> {
+    match cvs.len() {
+        0 => None,
+        1 => Some(cvs[0]),
+        n => {
+            let left = largest_power_of_two_below(n);
+            let l = merge(&cvs[..left]);
+            let r = merge(&cvs[left..]);
+            Some(*merge_subtrees_root(&l, &r, Mode::Hash).as_bytes())
+        }
+    }
+}
+
+/// Merges a non-empty run of CVs into a non-root subtree CV.
+fn merge(cvs: &[Cv]) -> ChainingValue {
+    if cvs.len() == 1 {
+        return cvs[0];
+    }
+    let left = largest_power_of_two_below(cvs.len());
+    merge_subtrees_non_root(&merge(&cvs[..left]), &merge(&cvs[left..]), Mode::Hash)
+}
+
+/// Largest power of two strictly less than `n` (n >= 2).
+fn largest_power_of_two_below(n: usize) -> usize {
+    let p = n.next_power_of_two();
+    if p == n { n / 2 } else { p / 2 }
+}
+
+/// Whether `cvs` is a well-formed outline of `hash` for a file of `size` bytes.
+pub fn outline_matches(size: u64, cvs: &[Cv], hash: &Cv) -> bool {
+    cvs.len() as u64 == block_count(size) && root(cvs).as_ref() == Some(hash)
+}
+
+/// Hashes an open file of `size` bytes: its BLAKE3 hash and its outline.
+/// Blocks are read with positional reads and hashed in parallel on the rayon pool;
+/// `progress` is called with each block's byte count once it is hashed.
+pub fn hash_file(
+    file: &File,
+    size: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> io::Result<(Cv, Vec<Cv>)> {
+    let n = block_count(size);
+    let cvs = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let (start, end) = block_range(size, i);
+            let cv = hash_block(file, size, i, start, end)?;
+            progress(end - start);
+            Ok(cv)
+        })
+        .collect::<io::Result<Vec<Cv>>>()?;
+    let hash = root(&cvs).ok_or_else(|| io::Error::other("empty outline"))?;
+    Ok((hash, cvs))
+}
+
+fn hash_block(file: &File, size: u64, index: u64, start: u64, end: u64) -> io::Result<Cv> {
+    let single = block_count(size) == 1;
+    let mut h = blake3::Hasher::new();
+    if !single {
+        h.set_input_offset(start);
+    }
+    let len = usize::try_from(end - start).map_err(io::Error::other)?;
+    let mut buf = vec![0u8; len.min(READ_PIECE)];
+    let mut pos = start;
+    while pos < end {
+        let want = usize::try_from(end - pos)
+            .map_err(io::Error::other)?
+            .min(buf.len());
+        let got = file.read_at(&mut buf[..want], pos)?;
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file shrank while hashing block {index}"),
+            ));
+        }
+        h.update(&buf[..got]);
+        pos += got as u64;
+    }
+    Ok(if single {
+        *h.finalize().as_bytes()
+    } else {
+        h.finalize_non_root()
+    })
+}
+
+/// Lowercase hex of a hash.
+pub fn to_hex(cv: &Cv) -> String {
+    blake3::Hash::from_bytes(*cv).to_hex().to_string()
+}
+
+/// Parses 64 hex digits into a hash.
+pub fn from_hex(s: &str) -> Option<Cv> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        let hi = (b[2 * i] as char).to_digit(16)?;
+        let lo = (b[2 * i + 1] as char).to_digit(16)?;
+        *o = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Write;
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn block_sizes() {
+        assert_eq!(block_size(0), 1 << 20);
+        assert_eq!(block_count(0), 1);
+        assert_eq!(block_count(1), 1);
+        assert_eq!(block_count(1 << 20), 1);
+        assert_eq!(block_count((1 << 20) + 1), 2);
+        assert_eq!(block_size(1 << 30), 1 << 20);
+        assert_eq!(block_count(1 << 30), 1024);
+        assert_eq!(block_size(1 << 36), 1 << 20);
+        assert_eq!(block_count(1 << 36), 1 << 16);
+        assert_eq!(block_size((1 << 36) + 1), 1 << 21);
+        let max = sbcftp_tracker::api::MAX_FILE_SIZE;
+        assert!(block_count(max) <= 1 << 16);
+        for size in [1u64, 1000, 1 << 20, 3 << 20, (1 << 40) + 7, max] {
+            assert!(block_count(size) <= crate::protocol::MAX_BLOCKS, "{size}");
+        }
+    }
+
+    #[test]
+    fn outline_merges_to_blake3_hash() {
+        let mb = 1usize << 20;
+        for len in [
+            0,
+            1,
+            1024,
+            1025,
+            mb - 1,
+            mb,
+            mb + 1,
+            2 * mb,
+            3 * mb + 17,
+            5 * mb,
+            8 * mb + 1,
+        ] {
+            let d = data(len);
+            let size = len as u64;
+            let cvs: Vec<Cv> = (0..block_count(size))
+                .map(|i| {
+                    let (s, e) = block_range(size, i);
+                    block_cv(size, i, &d[s as usize..e as usize])
+                })
+                .collect();
+            let expected = *blake3::hash(&d).as_bytes();
+            assert_eq!(root(&cvs), Some(expected), "len {len}");
+            assert!(outline_matches(size, &cvs, &expected));
+
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&d).unwrap();
+            let (h, fcvs) = hash_file(&f, size, &|_| {}).unwrap();
+            assert_eq!(h, expected, "hash_file len {len}");
+            assert_eq!(fcvs, cvs);
+
+            for i in 0..block_count(size) {
+                let (s, e) = block_range(size, i);
+                let mut blk = d[s as usize..e as usize].to_vec();
+                assert!(verify_block(size, i, &blk, &cvs));
+                if !blk.is_empty() {
+                    blk[0] ^= 1;
+                    assert!(!verify_block(size, i, &blk, &cvs));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_outlines_are_refused() {
+        let d = data(3 << 20);
+        let size = d.len() as u64;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&d).unwrap();
+        let (h, cvs) = hash_file(&f, size, &|_| {}).unwrap();
+        let mut bad = cvs.clone();
+        bad[1][0] ^= 1;
+        assert!(!outline_matches(size, &bad, &h));
+        assert!(!outline_matches(size, &cvs[..2], &h));
+        assert!(!outline_matches(size + (1 << 20), &cvs, &h));
+        assert!(!verify_block(size, 7, &d[..10], &cvs));
+        // A block swapped into another position does not verify.
+        assert!(!verify_block(size, 1, &d[..1 << 20], &cvs));
+    }
+
+    #[test]
+    fn hex() {
+        let h = *blake3::hash(b"x").as_bytes();
+        assert_eq!(to_hex(&h), blake3::hash(b"x").to_hex().as_str());
+        assert_eq!(from_hex(&to_hex(&h)), Some(h));
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex(&"g".repeat(64)), None);
+    }
+}

@@ -1,0 +1,513 @@
+//! The share folder: which files are shared, their hashes and outlines, and the
+//! hash cache that makes a restart re-hash nothing unchanged.
+//!
+//! Only regular files directly in the folder are shared, under their file name
+//! (one path component, checked with [`sbcftp_tracker::api::validate_name`]).
+//! Subfolders, special files (FIFOs, sockets, devices), names that are not
+//! UTF-8, and symlinks that lead outside the folder or to anything but a
+//! regular file are skipped with a log line. A symlink to a regular file inside
+//! the folder is shared under the link's name.
+//!
+//! Scanning is blocking work (call it from `spawn_blocking`): it stats every
+//! entry, reuses the hash of any file whose size, mtime and inode match the
+//! previous scan or the on-disk cache (`<cache dir>/hashes.json`, written
+//! atomically), and hashes the rest in parallel with [`crate::outline::hash_file`],
+//! showing a progress bar on a terminal when there is much to hash.
+//!
+//! The server looks contents up by hash only ([`ShareIndex::by_hash`]); a
+//! path never comes from the wire. Before serving it re-checks that the file
+//! still has the size, mtime and inode it was hashed with ([`SharedFile::open_checked`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use rayon::prelude::*;
+use sbcftp_tracker::api::{FileEntry, validate_name};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::outline::{self, Cv};
+
+/// Suffix of a download in progress; such files are never shared.
+pub const PART_SUFFIX: &str = ".sbcftp-part";
+
+/// Name of the cache file inside the cache directory.
+const CACHE_FILE: &str = "hashes.json";
+
+/// Show a hashing progress bar when at least this many bytes must be hashed.
+const PROGRESS_THRESHOLD: u64 = 256 << 20;
+
+/// What identifies a file's version on disk: if any of these change, it is re-hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Nanoseconds part of the modification time.
+    pub mtime_nsec: i64,
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl Stamp {
+    /// The stamp of a file's metadata.
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        Stamp {
+            size: m.len(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}
+
+/// One shared file.
+#[derive(Debug)]
+pub struct SharedFile {
+    /// Its name in the share folder.
+    pub name: String,
+    /// The path opened to serve it (a symlink's target, resolved at scan time).
+    pub path: PathBuf,
+    /// Size, mtime and inode it was hashed with.
+    pub stamp: Stamp,
+    /// BLAKE3 hash of its bytes.
+    pub hash: Cv,
+    /// Its outline (block chaining values).
+    pub cvs: Vec<Cv>,
+}
+
+impl SharedFile {
+    /// The tracker's view of this file.
+    pub fn entry(&self) -> FileEntry {
+        FileEntry {
+            name: self.name.clone(),
+            size: self.stamp.size,
+            hash: outline::to_hex(&self.hash),
+        }
+    }
+
+    /// Opens the file for serving and checks it is still the version that was
+    /// hashed. `Ok(None)` when it changed or vanished (the caller answers
+    /// UNAVAILABLE and asks for a rescan).
+    pub fn open_checked(&self) -> io::Result<Option<File>> {
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let m = file.metadata()?;
+        if !m.is_file() || Stamp::of(&m) != self.stamp {
+            return Ok(None);
+        }
+        Ok(Some(file))
+    }
+}
+
+/// A snapshot of the shared files.
+#[derive(Debug, Default)]
+pub struct ShareIndex {
+    by_name: BTreeMap<String, Arc<SharedFile>>,
+    by_hash: HashMap<Cv, Arc<SharedFile>>,
+    skipped: BTreeSet<String>,
+}
+
+impl ShareIndex {
+    /// The file with this content, if shared.
+    pub fn by_hash(&self, hash: &Cv) -> Option<&Arc<SharedFile>> {
+        self.by_hash.get(hash)
+    }
+
+    /// Shared files, by name.
+    pub fn files(&self) -> impl Iterator<Item = &Arc<SharedFile>> {
+        self.by_name.values()
+    }
+
+    /// Number of shared files.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether nothing is shared.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The file list as the tracker wants it.
+    pub fn entries(&self) -> Vec<FileEntry> {
+        self.files().map(|f| f.entry()).collect()
+    }
+
+    /// What changed from `old` to `self`: entries to add (new or changed) and
+    /// names to remove.
+    pub fn diff(&self, old: &ShareIndex) -> (Vec<FileEntry>, Vec<String>) {
+        let add = self
+            .by_name
+            .iter()
+            .filter(|(name, f)| {
+                old.by_name
+                    .get(*name)
+                    .is_none_or(|o| o.hash != f.hash || o.stamp.size != f.stamp.size)
+            })
+            .map(|(_, f)| f.entry())
+            .collect();
+        let remove = old
+            .by_name
+            .keys()
+            .filter(|n| !self.by_name.contains_key(*n))
+            .cloned()
+            .collect();
+        (add, remove)
+    }
+}
+
+/// The share folder and its current index.
+#[derive(Debug)]
+pub struct Share {
+    dir: PathBuf,
+    cache_dir: PathBuf,
+    index: RwLock<Arc<ShareIndex>>,
+}
+
+/// On-disk cache format.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CacheFile {
+    version: u32,
+    entries: Vec<CacheEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheEntry {
+    name: String,
+    stamp: Stamp,
+    hash: String,
+    /// The outline, concatenated hex CVs.
+    cvs: String,
+}
+
+const CACHE_VERSION: u32 = 1;
+
+/// A file that needs hashing.
+struct Candidate {
+    name: String,
+    path: PathBuf,
+    stamp: Stamp,
+}
+
+impl Share {
+    /// A share of `dir` (which must exist and be a folder), caching hashes in
+    /// `cache_dir` (default `<dir>/.sbcftp`). Nothing is scanned yet.
+    pub fn new(dir: &Path, cache_dir: Option<&Path>) -> io::Result<Self> {
+        let dir = dir.canonicalize().map_err(|e| {
+            io::Error::new(e.kind(), format!("share folder {}: {e}", dir.display()))
+        })?;
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("share folder {} is not a folder", dir.display()),
+            ));
+        }
+        let cache_dir = cache_dir.map_or_else(|| dir.join(".sbcftp"), Path::to_path_buf);
+        Ok(Share {
+            dir,
+            cache_dir,
+            index: RwLock::new(Arc::new(ShareIndex::default())),
+        })
+    }
+
+    /// The share folder (canonical).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current index.
+    pub fn index(&self) -> Arc<ShareIndex> {
+        match self.index.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Rescans the folder (blocking): returns the new index and the previous one.
+    pub fn scan(&self) -> io::Result<(Arc<ShareIndex>, Arc<ShareIndex>)> {
+        let old = self.index();
+        let first = old.is_empty() && old.skipped.is_empty();
+        let cache = if first {
+            self.load_cache()
+        } else {
+            HashMap::new()
+        };
+
+        let mut skipped = BTreeSet::new();
+        let mut reused: Vec<Arc<SharedFile>> = Vec::new();
+        let mut todo: Vec<Candidate> = Vec::new();
+        let mut cache_dirty = false;
+
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let raw_name = entry.file_name();
+            let Some(name) = raw_name.to_str().map(str::to_owned) else {
+                skipped.insert(format!("{raw_name:?}: name is not UTF-8"));
+                continue;
+            };
+            let path = entry.path();
+            if path == self.cache_dir || name.ends_with(PART_SUFFIX) {
+                continue;
+            }
+            match self.classify(&name, &path) {
+                Ok((real, stamp)) => {
+                    if let Some(f) = old
+                        .by_name
+                        .get(&name)
+                        .filter(|f| f.stamp == stamp && f.path == real)
+                    {
+                        reused.push(Arc::clone(f));
+                    } else if let Some(f) = cache.get(&name).filter(|f| f.stamp == stamp) {
+                        reused.push(Arc::new(SharedFile {
+                            name,
+                            path: real,
+                            stamp,
+                            hash: f.hash,
+                            cvs: f.cvs.clone(),
+                        }));
+                    } else {
+                        cache_dirty = true;
+                        todo.push(Candidate {
+                            name,
+                            path: real,
+                            stamp,
+                        });
+                    }
+                }
+                Err(why) => {
+                    skipped.insert(format!("{name:?}: {why}"));
+                }
+            }
+        }
+
+        let hashed = self.hash_all(todo, &mut skipped);
+        let mut index = ShareIndex {
+            skipped,
+            ..ShareIndex::default()
+        };
+        for f in reused.into_iter().chain(hashed) {
+            index
+                .by_hash
+                .entry(f.hash)
+                .or_insert_with(|| Arc::clone(&f));
+            index.by_name.insert(f.name.clone(), f);
+        }
+        if index.skipped != old.skipped {
+            for s in index.skipped.difference(&old.skipped) {
+                info!(share = %self.dir.display(), "not sharing {s}");
+            }
+        }
+        if (cache_dirty || index.by_name.len() != old.by_name.len() || first)
+            && let Err(e) = self.save_cache(&index)
+        {
+            warn!(cache = %self.cache_dir.display(), "could not write the hash cache: {e}");
+        }
+        let index = Arc::new(index);
+        match self.index.write() {
+            Ok(mut g) => *g = Arc::clone(&index),
+            Err(p) => *p.into_inner() = Arc::clone(&index),
+        }
+        Ok((index, old))
+    }
+
+    /// Decides whether `path` is shared: the path to open and its stamp, or why not.
+    fn classify(&self, name: &str, path: &Path) -> Result<(PathBuf, Stamp), String> {
+        let lmeta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+        let ft = lmeta.file_type();
+        let (real, meta) = if ft.is_symlink() {
+            let target = path
+                .canonicalize()
+                .map_err(|e| format!("broken symlink ({e})"))?;
+            if target.parent() != Some(self.dir.as_path()) {
+                return Err(format!(
+                    "symlink leads outside the share folder (to {})",
+                    target.display()
+                ));
+            }
+            let meta = std::fs::metadata(&target).map_err(|e| e.to_string())?;
+            if !meta.is_file() {
+                return Err("symlink to something that is not a regular file".into());
+            }
+            (target, meta)
+        } else if ft.is_dir() {
+            return Err("subfolders are not shared".into());
+        } else if ft.is_file() {
+            (path.to_path_buf(), lmeta)
+        } else {
+            return Err("not a regular file".into());
+        };
+        validate_name(name).map_err(|e| e.to_string())?;
+        if meta.len() > sbcftp_tracker::api::MAX_FILE_SIZE {
+            return Err(format!(
+                "{} bytes is larger than the tracker accepts",
+                meta.len()
+            ));
+        }
+        Ok((real, Stamp::of(&meta)))
+    }
+
+    /// Hashes the candidates in parallel; unreadable files are skipped.
+    fn hash_all(
+        &self,
+        todo: Vec<Candidate>,
+        skipped: &mut BTreeSet<String>,
+    ) -> Vec<Arc<SharedFile>> {
+        if todo.is_empty() {
+            return Vec::new();
+        }
+        let total: u64 = todo.iter().map(|c| c.stamp.size).sum();
+        info!(
+            files = todo.len(),
+            bytes = total,
+            "hashing {} file(s), {}",
+            todo.len(),
+            crate::ui::human_bytes(total)
+        );
+        let bar = (total >= PROGRESS_THRESHOLD).then(|| crate::ui::byte_bar(total, "hashing"));
+        let done = AtomicU64::new(0);
+        let started = std::time::Instant::now();
+        let results: Vec<Result<SharedFile, String>> = todo
+            .into_par_iter()
+            .map(|c| {
+                let file =
+                    File::open(&c.path).map_err(|e| format!("{:?}: cannot open: {e}", c.name))?;
+                let progress = |n: u64| {
+                    done.fetch_add(n, Ordering::Relaxed);
+                    if let Some(b) = &bar {
+                        b.inc(n);
+                    }
+                };
+                let (hash, cvs) = outline::hash_file(&file, c.stamp.size, &progress)
+                    .map_err(|e| format!("{:?}: cannot hash: {e}", c.name))?;
+                // The file may have changed while it was hashed; then the
+                // next scan hashes it again.
+                let after = file
+                    .metadata()
+                    .map_err(|e| format!("{:?}: cannot stat: {e}", c.name))?;
+                if Stamp::of(&after) != c.stamp {
+                    return Err(format!(
+                        "{:?}: changed while it was hashed; retrying at the next scan",
+                        c.name
+                    ));
+                }
+                debug!(name = %c.name, hash = %outline::to_hex(&hash), "hashed");
+                Ok(SharedFile {
+                    name: c.name,
+                    path: c.path,
+                    stamp: c.stamp,
+                    hash,
+                    cvs,
+                })
+            })
+            .collect();
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        info!(
+            bytes = done.load(Ordering::Relaxed),
+            secs,
+            "hashed {} in {secs:.2}s",
+            crate::ui::human_bytes(done.load(Ordering::Relaxed))
+        );
+        let mut out = Vec::new();
+        for r in results {
+            match r {
+                Ok(f) => out.push(Arc::new(f)),
+                Err(e) => {
+                    warn!("not sharing {e}");
+                    skipped.insert(e);
+                }
+            }
+        }
+        out
+    }
+
+    fn cache_path(&self) -> PathBuf {
+        self.cache_dir.join(CACHE_FILE)
+    }
+
+    fn load_cache(&self) -> HashMap<String, SharedFile> {
+        let path = self.cache_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return HashMap::new(),
+            Err(e) => {
+                warn!(cache = %path.display(), "could not read the hash cache, re-hashing: {e}");
+                return HashMap::new();
+            }
+        };
+        let parsed: CacheFile = match serde_json::from_slice(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(cache = %path.display(), "hash cache is unreadable, re-hashing: {e}");
+                return HashMap::new();
+            }
+        };
+        if parsed.version != CACHE_VERSION {
+            return HashMap::new();
+        }
+        let mut out = HashMap::new();
+        for e in parsed.entries {
+            let Some(hash) = outline::from_hex(&e.hash) else {
+                continue;
+            };
+            let cvs: Option<Vec<Cv>> = (0..e.cvs.len() / 64)
+                .map(|i| e.cvs.get(i * 64..i * 64 + 64).and_then(outline::from_hex))
+                .collect();
+            // A cache entry is trusted only if its outline merges to its hash.
+            let Some(cvs) = cvs.filter(|c| {
+                e.cvs.len() % 64 == 0 && outline::outline_matches(e.stamp.size, c, &hash)
+            }) else {
+                continue;
+            };
+            out.insert(
+                e.name.clone(),
+                SharedFile {
+                    name: e.name,
+                    path: PathBuf::new(),
+                    stamp: e.stamp,
+                    hash,
+                    cvs,
+                },
+            );
+        }
+        debug!(entries = out.len(), "loaded the hash cache");
+        out
+    }
+
+    fn save_cache(&self, index: &ShareIndex) -> io::Result<()> {
+        std::fs::create_dir_all(&self.cache_dir)?;
+        let file = CacheFile {
+            version: CACHE_VERSION,
+            entries: index
+                .files()
+                .map(|f| CacheEntry {
+                    name: f.name.clone(),
+                    stamp: f.stamp,
+                    hash: outline::to_hex(&f.hash),
+                    cvs: f.cvs.iter().map(outline::to_hex).collect(),
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&file).map_err(io::Error::other)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.cache_dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(self.cache_path()).map_err(|e| e.error)?;
+        Ok(())
+    }
+}

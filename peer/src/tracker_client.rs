@@ -1,0 +1,335 @@
+//! The tracker's REST API as seen by a peer: one method per endpoint, using
+//! the tracker's own request/response types (`sbcftp_tracker::api`).
+//!
+//! Every request has a timeout. Errors keep the tracker's problem+json
+//! `detail` (shown to the user) and tell apart what a caller reacts to
+//! differently: the peer is unknown ([`TrackerError::NotFound`]: register
+//! again), the tracker could not be reached or failed
+//! ([`TrackerError::is_transient`]: retry with backoff), or the request was
+//! refused (anything else: a clear error).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use sbcftp_tracker::api::{
+    API_PREFIX, Content, ContentList, FileEntry, FilesUpdated, HeartbeatResponse,
+    PatchFilesRequest, PeerList, Problem, RegisterRequest, RegisterResponse, ReplaceFilesRequest,
+};
+use serde::de::DeserializeOwned;
+
+/// Timeout of one request to the tracker.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A failed tracker request.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    /// The tracker could not be reached or did not answer in time.
+    #[error("cannot reach the tracker at {url}: {source}")]
+    Unreachable {
+        /// The tracker's base URL.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// 404: the peer (or content) is unknown to the tracker.
+    #[error("{0}")]
+    NotFound(String),
+    /// Any other error answer.
+    #[error("the tracker answered {status}: {detail}")]
+    Status {
+        /// HTTP status.
+        status: StatusCode,
+        /// The problem's detail (or title, or body excerpt).
+        detail: String,
+    },
+    /// A 2xx answer whose body is not what the API says.
+    #[error("the tracker's answer could not be read: {0}")]
+    BadBody(String),
+}
+
+impl TrackerError {
+    /// Whether retrying later may help (connection errors, timeouts, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TrackerError::Unreachable { .. } => true,
+            TrackerError::Status { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            TrackerError::NotFound(_) | TrackerError::BadBody(_) => false,
+        }
+    }
+}
+
+/// A peer's registration: what later calls need.
+#[derive(Clone)]
+pub struct Registration {
+    /// The tracker's id for this peer.
+    pub peer_id: String,
+    /// Bearer token for heartbeat, file changes and leaving.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("peer_id", &self.peer_id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A client of one tracker.
+#[derive(Clone)]
+pub struct TrackerClient {
+    http: reqwest::Client,
+    base: Url,
+    registration_key: Option<String>,
+}
+
+impl std::fmt::Debug for TrackerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerClient")
+            .field("base", &self.base.as_str())
+            .field(
+                "registration_key",
+                &self.registration_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl TrackerClient {
+    /// A client of the tracker at `base` (`http://host:port`). Requests leave
+    /// from `local_ip` when given, so the tracker records that address.
+    pub fn new(
+        base: &str,
+        registration_key: Option<String>,
+        local_ip: Option<IpAddr>,
+    ) -> anyhow::Result<Self> {
+        let mut base = Url::parse(base)
+            .map_err(|e| anyhow::anyhow!("tracker URL {base:?} is not valid: {e}"))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            anyhow::bail!("tracker URL {base} must start with http:// or https://");
+        }
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("sbcftp-peer/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .local_address(local_ip)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
+        Ok(TrackerClient {
+            http,
+            base,
+            registration_key,
+        })
+    }
+
+    /// The tracker's base URL.
+    pub fn base(&self) -> &str {
+        self.base.as_str()
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, TrackerError> {
+        let full = format!("{}{path}", API_PREFIX.trim_start_matches('/'));
+        let mut url = self
+            .base
+            .join(&full)
+            .map_err(|e| TrackerError::BadBody(format!("bad URL: {e}")))?;
+        if !query.is_empty() {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(url)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        bearer: Option<&str>,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<Option<T>, TrackerError> {
+        let mut req = self.http.request(method, url);
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let unreachable = |source| TrackerError::Unreachable {
+            url: self.base.to_string(),
+            source,
+        };
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let bytes = resp.bytes().await.map_err(unreachable)?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| TrackerError::BadBody(e.to_string()));
+        }
+        let detail = match serde_json::from_slice::<Problem>(&bytes) {
+            Ok(p) => p.detail.unwrap_or(p.title),
+            Err(_) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let text: String = text.chars().take(200).collect();
+                if text.trim().is_empty() {
+                    status.canonical_reason().unwrap_or("error").to_owned()
+                } else {
+                    crate::ui::safe(text.trim())
+                }
+            }
+        };
+        if status == StatusCode::NOT_FOUND {
+            return Err(TrackerError::NotFound(detail));
+        }
+        Err(TrackerError::Status { status, detail })
+    }
+
+    async fn expect<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        bearer: Option<&str>,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, TrackerError> {
+        self.send(method, url, bearer, body)
+            .await?
+            .ok_or_else(|| TrackerError::BadBody("empty answer".into()))
+    }
+
+    /// `POST /api/v1/peers`, with the registration key if one is set.
+    pub async fn register(
+        &self,
+        port: u16,
+        files: Vec<FileEntry>,
+    ) -> Result<RegisterResponse, TrackerError> {
+        let url = self.url("/peers", &[])?;
+        let body = RegisterRequest { port, files };
+        self.expect(
+            Method::POST,
+            url,
+            self.registration_key.as_deref(),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/peers/{id}/heartbeat`.
+    pub async fn heartbeat(&self, reg: &Registration) -> Result<HeartbeatResponse, TrackerError> {
+        let url = self.url(&format!("/peers/{}/heartbeat", reg.peer_id), &[])?;
+        self.expect(Method::POST, url, Some(&reg.token), None::<&()>)
+            .await
+    }
+
+    /// `PUT /api/v1/peers/{id}/files`.
+    pub async fn replace_files(
+        &self,
+        reg: &Registration,
+        files: Vec<FileEntry>,
+    ) -> Result<FilesUpdated, TrackerError> {
+        let url = self.url(&format!("/peers/{}/files", reg.peer_id), &[])?;
+        let body = ReplaceFilesRequest { files };
+        self.expect(Method::PUT, url, Some(&reg.token), Some(&body))
+            .await
+    }
+
+    /// `PATCH /api/v1/peers/{id}/files`.
+    pub async fn patch_files(
+        &self,
+        reg: &Registration,
+        patch: &PatchFilesRequest,
+    ) -> Result<FilesUpdated, TrackerError> {
+        let url = self.url(&format!("/peers/{}/files", reg.peer_id), &[])?;
+        self.expect(Method::PATCH, url, Some(&reg.token), Some(patch))
+            .await
+    }
+
+    /// `DELETE /api/v1/peers/{id}`.
+    pub async fn leave(&self, reg: &Registration) -> Result<(), TrackerError> {
+        let url = self.url(&format!("/peers/{}", reg.peer_id), &[])?;
+        self.send::<serde_json::Value>(Method::DELETE, url, Some(&reg.token), None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /api/v1/files?q=&cursor=`: one page of contents.
+    pub async fn list_files(
+        &self,
+        q: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<ContentList, TrackerError> {
+        let mut query = Vec::new();
+        if let Some(q) = q {
+            query.push(("q", q));
+        }
+        if let Some(c) = cursor {
+            query.push(("cursor", c));
+        }
+        let url = self.url("/files", &query)?;
+        self.expect(Method::GET, url, None, None::<&()>).await
+    }
+
+    /// Every content matching `q`, following cursors up to `cap` rows.
+    pub async fn all_files(
+        &self,
+        q: Option<&str>,
+        cap: usize,
+    ) -> Result<Vec<Content>, TrackerError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.list_files(q, cursor.as_deref()).await?;
+            out.extend(page.files);
+            match page.next_cursor {
+                Some(c) if out.len() < cap && Some(&c) != cursor.as_ref() => cursor = Some(c),
+                _ => break,
+            }
+        }
+        out.truncate(cap);
+        Ok(out)
+    }
+
+    /// `GET /api/v1/files/{hash}`.
+    pub async fn content(&self, hash: &str) -> Result<Content, TrackerError> {
+        let url = self.url(&format!("/files/{hash}"), &[])?;
+        self.expect(Method::GET, url, None, None::<&()>).await
+    }
+
+    /// Every online peer, following cursors up to `cap` rows.
+    pub async fn all_peers(&self, cap: usize) -> Result<PeerList, TrackerError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = Vec::new();
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.as_str()));
+            }
+            let url = self.url("/peers", &query)?;
+            let page: PeerList = self.expect(Method::GET, url, None, None::<&()>).await?;
+            out.extend(page.peers);
+            match page.next_cursor {
+                Some(c) if out.len() < cap && Some(&c) != cursor.as_ref() => cursor = Some(c),
+                _ => break,
+            }
+        }
+        out.truncate(cap);
+        Ok(PeerList {
+            peers: out,
+            next_cursor: None,
+        })
+    }
+}

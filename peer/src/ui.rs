@@ -1,0 +1,173 @@
+//! What the user sees: human sizes, tables for `files` and `peers`, and the
+//! progress bars (bytes, rate, ETA) used by hashing and downloads.
+//!
+//! Tables go to stdout (they are the command's output); progress bars go to
+//! stderr and are hidden when stderr is not a terminal.
+
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sbcftp_tracker::api::{Content, Peer};
+
+/// `1536` → `"1.5 KiB"`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// A progress bar over `total` bytes on stderr, showing bytes, rate and ETA.
+pub fn byte_bar(total: u64, prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(prefix.to_owned());
+    bar
+}
+
+/// Writes rows as aligned columns; the last column is not padded.
+pub fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let cols = header.len();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(cols) {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |out: &mut dyn Write, cells: &[String]| -> io::Result<()> {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 < cells.len() {
+                let pad = widths[i].saturating_sub(c.chars().count());
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad + 2));
+            } else {
+                s.push_str(c);
+            }
+        }
+        writeln!(out, "{}", s.trim_end())
+    };
+    line(
+        out,
+        &header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>(),
+    )?;
+    for r in rows {
+        line(out, r)?;
+    }
+    Ok(())
+}
+
+/// Shows a name from the network safely (control characters escaped).
+pub fn safe(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        s.escape_debug().to_string()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The rows of a `files` table: name(s), size, hash prefix, sources.
+pub fn content_rows(contents: &[Content], numbered: bool) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let mut header = vec!["NAME", "SIZE", "HASH", "SOURCES"];
+    if numbered {
+        header.insert(0, "#");
+    }
+    let rows = contents
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut names = c
+                .names
+                .iter()
+                .map(|n| safe(n))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if names.is_empty() {
+                names = "-".into();
+            }
+            let mut row = vec![
+                names,
+                human_bytes(c.size),
+                c.hash.chars().take(12).collect(),
+                c.peers.len().to_string(),
+            ];
+            if numbered {
+                row.insert(0, (i + 1).to_string());
+            }
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
+/// The rows of a `peers` table: id, address, files, last seen.
+pub fn peer_rows(peers: &[Peer]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let header = vec!["PEER", "ADDRESS", "FILES", "LAST SEEN"];
+    let rows = peers
+        .iter()
+        .map(|p| {
+            vec![
+                safe(&p.peer_id),
+                safe(&p.addr),
+                p.file_count.to_string(),
+                last_seen(&p.last_seen),
+            ]
+        })
+        .collect();
+    (header, rows)
+}
+
+/// `"2026-01-01T00:00:00.000Z"` → `"3s ago"` (or the raw text if it does not parse).
+fn last_seen(ts: &str) -> String {
+    match humantime::parse_rfc3339_weak(ts) {
+        Ok(t) => match SystemTime::now().duration_since(t) {
+            Ok(d) => format!(
+                "{} ago",
+                humantime::format_duration(Duration::from_secs(d.as_secs()))
+            ),
+            Err(_) => "just now".into(),
+        },
+        Err(_) => safe(ts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn tables_align() {
+        let mut out = Vec::new();
+        write_table(
+            &mut out,
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "w".into()]],
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "A    BB\nxxx  y\nz    w\n");
+        assert_eq!(safe("a\nb"), "a\\nb");
+    }
+}
