@@ -161,6 +161,21 @@ fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// One direct connection before the pool is built, so that a start-up
+/// failure names its cause (refused, unknown host, bad password) rather
+/// than the pool's "timed out". A macro because each driver's connection
+/// type is concrete.
+macro_rules! probe {
+    ($opts:expr, $timeout:expr, $shown:expr) => {{
+        use sqlx::{ConnectOptions, Connection};
+        let conn = tokio::time::timeout($timeout.max(Duration::from_secs(5)), $opts.connect())
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot connect to database {}: timed out", $shown))?
+            .with_context(|| format!("cannot connect to database {}", $shown))?;
+        let _ = conn.close().await;
+    }};
+}
+
 impl Store {
     /// Connects to the database named by `url` (without running migrations).
     pub async fn connect(
@@ -181,9 +196,22 @@ impl Store {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true);
-                let pool = sqlx::pool::PoolOptions::<sqlx::Sqlite>::new()
+                probe!(opts, acquire_timeout, shown);
+                // An in-memory database lives in one connection: keep
+                // exactly one, forever. A file takes a few (WAL: readers run
+                // beside the one writer).
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                let mut pool_opts = sqlx::pool::PoolOptions::<sqlx::Sqlite>::new()
                     .max_connections(max_connections.min(8))
-                    .acquire_timeout(acquire_timeout)
+                    .acquire_timeout(acquire_timeout);
+                if in_memory {
+                    pool_opts = pool_opts
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None);
+                }
+                let pool = pool_opts
                     .connect_with(opts)
                     .await
                     .with_context(|| format!("cannot open database {shown}"))?;
@@ -198,6 +226,7 @@ impl Store {
                 let opts = MySqlConnectOptions::from_str(&url)
                     .with_context(|| format!("invalid MySQL URL {shown}"))?
                     .charset("utf8mb4");
+                probe!(opts, acquire_timeout, shown);
                 let pool = sqlx::pool::PoolOptions::<sqlx::MySql>::new()
                     .max_connections(max_connections)
                     .acquire_timeout(acquire_timeout)
@@ -223,6 +252,7 @@ impl Store {
                 let opts = PgConnectOptions::from_str(&url)
                     .with_context(|| format!("invalid PostgreSQL URL {shown}"))?
                     .application_name("sbcftp-tracker");
+                probe!(opts, acquire_timeout, shown);
                 let pool = sqlx::pool::PoolOptions::<sqlx::Postgres>::new()
                     .max_connections(max_connections)
                     .acquire_timeout(acquire_timeout)
@@ -240,6 +270,7 @@ impl Store {
         };
         let dialect = Dialect {
             numbered: backend == Backend::Postgres,
+            like_ignores_case: backend == Backend::Sqlite,
         };
         Ok(Store {
             pool,

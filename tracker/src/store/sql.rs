@@ -16,12 +16,23 @@ use std::sync::Arc;
 pub struct Dialect {
     /// PostgreSQL numbers its placeholders.
     pub numbered: bool,
+    /// SQLite's `LIKE` already ignores ASCII case (and its `LOWER` folds only
+    /// ASCII), so `LOWER(name) LIKE p` is `name LIKE p` there, at half the
+    /// cost of a scan.
+    pub like_ignores_case: bool,
 }
 
 impl Dialect {
     /// `sql` with its `?` placeholders in this backend's form. None of our SQL
     /// has a `?` inside a string literal, so a plain scan is enough.
     pub fn render(&self, sql: &str) -> String {
+        let folded;
+        let sql = if self.like_ignores_case {
+            folded = sql.replace("LOWER(f.name) LIKE", "f.name LIKE");
+            folded.as_str()
+        } else {
+            sql
+        };
         if !self.numbered {
             return sql.to_owned();
         }
@@ -186,13 +197,23 @@ mod tests {
 
     #[test]
     fn renders_pg_placeholders() {
-        let d = Dialect { numbered: true };
+        let d = Dialect {
+            numbered: true,
+            like_ignores_case: false,
+        };
         assert_eq!(
             d.render("a = ? AND b IN (?, ?)"),
             "a = $1 AND b IN ($2, $3)"
         );
-        let d = Dialect { numbered: false };
+        let d = Dialect {
+            numbered: false,
+            like_ignores_case: true,
+        };
         assert_eq!(d.render("a = ?"), "a = ?");
+        assert_eq!(
+            d.render("WHERE LOWER(f.name) LIKE ?"),
+            "WHERE f.name LIKE ?"
+        );
         assert_eq!(placeholders(2, 4), "(?, ?, ?, ?), (?, ?, ?, ?)");
         assert_eq!(placeholders(3, 1), "?, ?, ?");
     }
