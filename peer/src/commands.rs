@@ -228,6 +228,9 @@ async fn download_content(
     args: &DownloadArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    if content.peers.is_empty() {
+        bail!("no online peer shares {} right now", content.hash);
+    }
     let hash = outline::from_hex(&content.hash)
         .with_context(|| format!("the tracker sent a bad hash {:?}", ui::safe(&content.hash)))?;
     let job = Arc::new(Job {

@@ -311,6 +311,9 @@ struct State<'a> {
     started: bool,
 }
 
+/// Block buffers in flight between the network thread and the writer.
+const BUFFERS: usize = 6;
+
 /// One block read from the network.
 type Block = io::Result<(u64, Vec<u8>)>;
 
@@ -356,56 +359,90 @@ impl State<'_> {
             )));
         }
 
-        // The network thread reads blocks; this thread verifies and writes them.
+        // Three stages overlap: the network thread reads blocks, this thread
+        // verifies them, the writer thread writes the verified ones in order.
         let first_block = self.verified / outline::block_size(size);
         let n_blocks = outline::block_count(size);
-        let (tx, rx) = mpsc::sync_channel::<Block>(4);
+        // A fixed pool of block buffers circulates between the threads: no
+        // allocation (and no page faults) per block.
+        let (tx, rx) = mpsc::sync_channel::<Block>(BUFFERS);
         let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-        let reader_stream = stream.try_clone()?;
-        let reader = std::thread::spawn(move || {
-            read_blocks(reader_stream, size, first_block, n_blocks, &tx, &free_rx)
-        });
-
-        let result = (|| -> Result<(), SourceError> {
-            let mut expect = first_block;
-            while expect < n_blocks {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(SourceError::Cancelled);
-                }
-                let (index, data) = match rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Ok(b)) => b,
-                    Ok(Err(e)) => return Err(e.into()),
-                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        return Err(SourceError::Bad("connection ended".into()));
-                    }
-                };
-                if index != expect || !outline::verify_block(size, index, &data, &cvs) {
-                    let (start, end) = outline::block_range(size, index);
-                    return Err(SourceError::Bad(format!(
-                        "sent corrupt data: block {index} (bytes {start}..{end}) does not match the content hash"
-                    )));
-                }
-                let (start, _) = outline::block_range(size, index);
-                self.part.write_all_at(&data, start).map_err(|e| {
-                    SourceError::Local(
-                        io_err(format!("cannot write {}", self.part_path.display()))(e),
-                    )
-                })?;
-                self.verified = start + data.len() as u64;
-                self.received += data.len() as u64;
-                obs.advance(data.len() as u64);
-                let _ = free_tx.send(data);
-                expect += 1;
-            }
-            Ok(())
-        })();
-        // Stop the network thread whatever happened (it may be blocked in a read).
-        if result.is_err() {
-            let _ = stream.shutdown(Shutdown::Both);
+        let (write_tx, write_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(BUFFERS);
+        for _ in 0..BUFFERS {
+            let _ = free_tx.send(Vec::new());
         }
-        drop(rx);
-        let _ = reader.join();
+        let reader_stream = stream.try_clone()?;
+        let writer_file = self.part.try_clone().map_err(|e| {
+            SourceError::Local(io_err(format!("cannot write {}", self.part_path.display()))(e))
+        })?;
+        let start_offset = self.verified;
+
+        let (result, written) = std::thread::scope(|scope| {
+            scope.spawn(move || {
+                read_blocks(reader_stream, size, first_block, n_blocks, &tx, &free_rx)
+            });
+            let free_back = free_tx.clone();
+            let writer = scope.spawn(move || -> (u64, io::Result<()>) {
+                let mut written = 0u64;
+                for (start, data) in write_rx {
+                    if let Err(e) = writer_file.write_all_at(&data, start) {
+                        return (written, Err(e));
+                    }
+                    written += data.len() as u64;
+                    obs.advance(data.len() as u64);
+                    let _ = free_back.send(data);
+                }
+                (written, Ok(()))
+            });
+
+            let verified = (|| -> Result<(), SourceError> {
+                let mut expect = first_block;
+                while expect < n_blocks {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(SourceError::Cancelled);
+                    }
+                    let (index, data) = match rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(Ok(b)) => b,
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            return Err(SourceError::Bad("connection ended".into()));
+                        }
+                    };
+                    let (start, end) = outline::block_range(size, index);
+                    if index != expect || !outline::verify_block(size, index, &data, &cvs) {
+                        return Err(SourceError::Bad(format!(
+                            "sent corrupt data: block {index} (bytes {start}..{end}) does not match the content hash"
+                        )));
+                    }
+                    if write_tx.send((start, data)).is_err() {
+                        // The writer stopped: its error is reported below.
+                        return Ok(());
+                    }
+                    expect += 1;
+                }
+                Ok(())
+            })();
+            // Stop the network thread whatever happened (it may be blocked in a read).
+            if verified.is_err() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            drop(rx);
+            drop(write_tx);
+            drop(free_tx);
+            let (written, write_result) = writer.join().unwrap_or((0, Ok(())));
+            let result = match write_result {
+                Err(e) => Err(SourceError::Local(io_err(format!(
+                    "cannot write {}",
+                    self.part_path.display()
+                ))(e))),
+                Ok(()) => verified,
+            };
+            (result, written)
+        });
+        // Only verified blocks were written, in order: the verified prefix grows by what was written.
+        self.verified = start_offset + written;
+        self.received += written;
         result
     }
 
@@ -591,16 +628,18 @@ fn read_blocks(
     for i in first..n {
         let (start, end) = outline::block_range(size, i);
         let len = usize::try_from(end - start).unwrap_or(usize::MAX);
-        let mut buf = free.try_recv().unwrap_or_default();
-        buf.clear();
-        if buf.try_reserve_exact(len).is_err() {
-            let _ = tx.send(Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "block too large",
-            )));
-            return;
+        // Blocks until the writer hands a buffer back (or has stopped).
+        let Ok(mut buf) = free.recv() else { return };
+        if buf.len() != len {
+            if buf.capacity() < len && buf.try_reserve_exact(len - buf.len()).is_err() {
+                let _ = tx.send(Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "block too large",
+                )));
+                return;
+            }
+            buf.resize(len, 0);
         }
-        buf.resize(len, 0);
         let r = read_full(&mut stream, &mut buf);
         let failed = r.is_err();
         if tx.send(r.map(|()| (i, buf))).is_err() || failed {

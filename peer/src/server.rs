@@ -7,10 +7,12 @@
 //! answered BUSY and closed without taking a slot.
 //!
 //! Each accepted connection is turned into a blocking `std::net::TcpStream`
-//! and served on tokio's blocking pool, reading the file with positional std
-//! reads into a 1 MiB buffer and writing with plain `write` calls: this is the
-//! data path, and it runs near what a plain file→TCP copy does, where
-//! `tokio::io::copy` over `tokio::fs::File` would move a tenth of that.
+//! and served on tokio's blocking pool; a READ answer is read from the file
+//! with positional std reads into a 1 MiB buffer and written with plain
+//! `write` calls. This is the data path: it runs like a plain file→TCP copy,
+//! where `tokio::io::copy` over `tokio::fs::File` would move a tenth of that.
+//! (`std::io::copy` from a `File` to a `TcpStream` was tried: std did not use
+//! `sendfile` for it here and fell back to 8 KiB reads and writes.)
 //!
 //! Deadlines: waiting for the first byte of a request is bounded by
 //! `idle_timeout`; the rest of the 56-byte frame must arrive within

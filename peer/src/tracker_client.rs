@@ -25,13 +25,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
     /// The tracker could not be reached or did not answer in time.
-    #[error("cannot reach the tracker at {url}: {source}")]
+    #[error("cannot reach the tracker at {url}: {cause}")]
     Unreachable {
         /// The tracker's base URL.
         url: String,
-        /// What went wrong.
-        #[source]
-        source: reqwest::Error,
+        /// What went wrong, with its causes.
+        cause: String,
     },
     /// 404: the peer (or content) is unknown to the tracker.
     #[error("{0}")]
@@ -166,9 +165,9 @@ impl TrackerClient {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let unreachable = |source| TrackerError::Unreachable {
+        let unreachable = |e: reqwest::Error| TrackerError::Unreachable {
             url: self.base.to_string(),
-            source,
+            cause: error_chain(&e),
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -332,4 +331,19 @@ impl TrackerClient {
             next_cursor: None,
         })
     }
+}
+
+/// An error and its causes on one line: `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
 }

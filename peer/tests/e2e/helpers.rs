@@ -1,0 +1,333 @@
+//! Test harness: a real tracker in-process on 127.0.0.1:0 with its own SQLite
+//! file, real `sbcftp-peer` processes on their own loopback addresses, real
+//! share folders in temp dirs. Everything is polled with generous deadlines;
+//! nothing is synchronised by sleeping.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sbcftp_peer::tracker_client::TrackerClient;
+use sbcftp_tracker::api::{Content, Peer};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// Generous deadline for anything polled.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The peer binary under test.
+pub const PEER_BIN: &str = env!("CARGO_BIN_EXE_sbcftp-peer");
+
+/// A running tracker.
+pub struct Tracker {
+    pub url: String,
+    pub client: TrackerClient,
+    _dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Tracker {
+    /// Starts a tracker with 1 s heartbeats, a 3 s TTL and a 1 s sweep.
+    pub async fn start() -> Tracker {
+        Self::start_with("1", "3", "1").await
+    }
+
+    /// Starts a tracker with these heartbeat interval, TTL and sweep interval.
+    pub async fn start_with(heartbeat: &str, ttl: &str, sweep: &str) -> Tracker {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("tracker.db").display()
+        );
+        let argv = [
+            "sbcftp-tracker",
+            "--database-url",
+            &db,
+            "--heartbeat-interval",
+            heartbeat,
+            "--peer-ttl",
+            ttl,
+            "--sweep-interval",
+            sweep,
+        ];
+        let config = <sbcftp_tracker::Config as clap::Parser>::try_parse_from(argv).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(sbcftp_tracker::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        let client = TrackerClient::new(&url, None, None).unwrap();
+        let t = Tracker {
+            url,
+            client,
+            _dir: dir,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        };
+        wait_for("tracker to answer", || async {
+            t.client.all_peers(10).await.is_ok()
+        })
+        .await;
+        t
+    }
+
+    /// Online peers.
+    pub async fn peers(&self) -> Vec<Peer> {
+        self.client.all_peers(1000).await.unwrap().peers
+    }
+
+    /// The peer registered from `ip`, if any.
+    pub async fn peer_at(&self, ip: &str) -> Option<Peer> {
+        let prefix = format!("{ip}:");
+        self.peers()
+            .await
+            .into_iter()
+            .find(|p| p.addr.starts_with(&prefix))
+    }
+
+    /// Every content.
+    pub async fn contents(&self) -> Vec<Content> {
+        self.client.all_files(None, 1000).await.unwrap()
+    }
+
+    /// Stops the tracker and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A running `sbcftp-peer serve` process.
+pub struct PeerProc {
+    pub child: Child,
+    pub share: PathBuf,
+    pub log: PathBuf,
+    /// `ip:port` as the tracker recorded it (once registered).
+    pub addr: String,
+    pub peer_id: String,
+    _dir: TempDir,
+}
+
+impl PeerProc {
+    /// Starts a peer on `ip:0` sharing the files `files` (name, bytes), and
+    /// waits until the tracker lists it with that many files.
+    pub async fn start(
+        tracker: &Tracker,
+        ip: &str,
+        files: &[(&str, &[u8])],
+        extra: &[&str],
+    ) -> PeerProc {
+        let dir = tempfile::tempdir().unwrap();
+        let share = dir.path().join("DistShared");
+        std::fs::create_dir(&share).unwrap();
+        for (name, data) in files {
+            std::fs::write(share.join(name), data).unwrap();
+        }
+        Self::start_in(tracker, ip, dir, share, files.len() as u64, extra).await
+    }
+
+    /// Starts a peer on an existing share folder inside `dir`, expecting `count` files listed.
+    pub async fn start_in(
+        tracker: &Tracker,
+        ip: &str,
+        dir: TempDir,
+        share: PathBuf,
+        count: u64,
+        extra: &[&str],
+    ) -> PeerProc {
+        let log = dir.path().join("peer.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let listen = format!("{ip}:0");
+        let mut cmd = Command::new(PEER_BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .args([
+                "--tracker",
+                &tracker.url,
+                "--log",
+                "sbcftp_peer=debug,info",
+                "serve",
+                "--share",
+            ])
+            .arg(&share)
+            .args(["--listen", &listen])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
+        let child = cmd.spawn().unwrap();
+        let mut p = PeerProc {
+            child,
+            share,
+            log,
+            addr: String::new(),
+            peer_id: String::new(),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(found) = tracker.peer_at(ip).await
+                && found.file_count == count
+            {
+                p.addr = found.addr;
+                p.peer_id = found.peer_id;
+                break;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("peer on {ip} exited with {status}:\n{}", p.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "peer on {ip} never registered:\n{}",
+                p.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p
+    }
+
+    /// Whether the process is still running.
+    pub fn child_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The peer's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "peer did not exit:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for PeerProc {
+    fn drop(&mut self) {
+        let _ = self.signal_quiet("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PeerProc {
+    fn signal_quiet(&self, sig: &str) -> std::io::Result<std::process::ExitStatus> {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status()
+    }
+}
+
+/// Runs `sbcftp-peer --tracker URL ARGS…` to completion.
+pub async fn peer_cmd(tracker: &Tracker, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(PEER_BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["--tracker", &tracker.url])
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("command did not finish")
+        .unwrap()
+}
+
+/// Starts `sbcftp-peer --tracker URL ARGS…` in the background.
+pub fn peer_spawn(tracker: &Tracker, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(PEER_BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["--tracker", &tracker.url])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Output of a finished command as text, for assertion messages.
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Polls `cond` until it is true or the deadline passes.
+pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Hex BLAKE3 of `data`.
+pub fn hash_hex(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// Size of the file at `p` (0 if missing).
+pub fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
