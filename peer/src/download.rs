@@ -231,7 +231,7 @@ pub fn download(
                     "source {} ({}) dropped: {why}",
                     source.addr, source.peer_id
                 ));
-                tracing::warn!(peer = %source.peer_id, addr = %source.addr, "source dropped: {why}");
+                tracing::debug!(peer = %source.peer_id, addr = %source.addr, "source dropped: {why}");
             }
         }
     }

@@ -35,13 +35,18 @@ impl Tracker {
 
     /// Starts a tracker with these heartbeat interval, TTL and sweep interval.
     pub async fn start_with(heartbeat: &str, ttl: &str, sweep: &str) -> Tracker {
+        Self::start_args(heartbeat, ttl, sweep, &[]).await
+    }
+
+    /// Starts a tracker with these liveness settings and extra flags.
+    pub async fn start_args(heartbeat: &str, ttl: &str, sweep: &str, extra: &[&str]) -> Tracker {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let db = format!(
             "sqlite://{}?mode=rwc",
             dir.path().join("tracker.db").display()
         );
-        let argv = [
+        let mut argv = vec![
             "sbcftp-tracker",
             "--database-url",
             &db,
@@ -52,6 +57,7 @@ impl Tracker {
             "--sweep-interval",
             sweep,
         ];
+        argv.extend_from_slice(extra);
         let config = <sbcftp_tracker::Config as clap::Parser>::try_parse_from(argv).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

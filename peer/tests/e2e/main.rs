@@ -2,6 +2,7 @@
 //! 127.0.0.2, 127.0.0.3, … with real share folders, and the real CLI.
 #![allow(clippy::unwrap_used)]
 
+mod cli;
 mod helpers;
 mod hostile;
 
