@@ -94,6 +94,12 @@ mod server {
             state.clone(),
             cancel.clone(),
         ));
+        let checkpoints = (store.backend() == crate::store::Backend::Sqlite).then(|| {
+            tokio::spawn(crate::liveness::run_checkpoints(
+                store.clone(),
+                cancel.clone(),
+            ))
+        });
         let app = crate::routes::app(state);
         let served = axum::serve(
             listener,
@@ -106,6 +112,12 @@ mod server {
         cancel.cancel();
         if let Err(e) = background.await {
             tracing::error!(error = %e, "background task failed");
+        }
+        if let Some(Err(e)) = match checkpoints {
+            Some(h) => Some(h.await),
+            None => None,
+        } {
+            tracing::error!(error = %e, "checkpoint task failed");
         }
         store.close().await;
         tracing::info!("tracker stopped");

@@ -122,9 +122,11 @@ impl Liveness {
         }
     }
 
-    /// Caches a peer's token hash after registration.
-    pub fn remember(&self, peer_id: &str, hash: blake3::Hash) {
-        self.remember_at(peer_id, hash, crate::now_ms());
+    /// Caches a peer's token hash after registration at `registered_at`
+    /// (the same instant as its `last_seen` row, so the cache never thinks a
+    /// peer alive that listings already hide).
+    pub fn remember(&self, peer_id: &str, hash: blake3::Hash, registered_at: i64) {
+        self.remember_at(peer_id, hash, registered_at);
     }
 
     fn remember_at(&self, peer_id: &str, token_hash: blake3::Hash, alive_at: i64) -> Arc<Known> {
@@ -239,6 +241,23 @@ pub async fn run_background(state: AppState, cancel: CancellationToken) {
         }
     }
     state.liveness.flush(&state.store).await;
+}
+
+/// SQLite only: checkpoints the write-ahead log every second, off the
+/// request path (commits do not checkpoint; see `Store::connect`).
+pub async fn run_checkpoints(store: Store, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                if let Err(e) = store.checkpoint().await {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                }
+            }
+        }
+    }
 }
 
 async fn sweep(state: &AppState, holder: &str) -> Result<(), sqlx::Error> {

@@ -168,7 +168,7 @@ async fn register(
             &req.files,
         )
         .await?;
-    state.liveness.remember(&peer_id, token_hash);
+    state.liveness.remember(&peer_id, token_hash, now);
     tracing::info!(%peer_id, %addr, files = req.files.len(), "peer registered");
     Ok((
         StatusCode::CREATED,

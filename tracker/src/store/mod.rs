@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, ConnectOptions, Row, SqlSafeStr};
 
 use crate::api::{Content, FileEntry, PeerRef};
 use sql::{Dialect, Queries};
@@ -29,6 +29,12 @@ use sql::{Dialect, Queries};
 compile_error!(
     "the `server` feature needs at least one database backend feature: `sqlite`, `mysql` or `postgres`"
 );
+
+/// sqlx logs statements slower than this (with their full text, which for a
+/// 1000-row insert is long) at [`SLOW_LEVEL`]: debug, not warn, since large
+/// registrations and SQLite checkpoints are slow by nature.
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+const SLOW_LEVEL: log::LevelFilter = log::LevelFilter::Debug;
 
 /// Rows per multi-row `INSERT` (4 parameters each; every backend takes 4000).
 const INSERT_CHUNK: usize = 1000;
@@ -167,7 +173,7 @@ fn u64_of(v: i64) -> u64 {
 /// type is concrete.
 macro_rules! probe {
     ($opts:expr, $timeout:expr, $shown:expr) => {{
-        use sqlx::{ConnectOptions, Connection};
+        use sqlx::Connection;
         let conn = tokio::time::timeout($timeout.max(Duration::from_secs(5)), $opts.connect())
             .await
             .map_err(|_| anyhow::anyhow!("cannot connect to database {}: timed out", $shown))?
@@ -195,7 +201,15 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(5))
-                    .foreign_keys(true);
+                    .foreign_keys(true)
+                    // No checkpoint at commit: with a large hash index a
+                    // registration of 10,000 files dirties ~10,000 pages, and
+                    // copying them back inside the request took most of its
+                    // time. `checkpoint()` runs in the background instead.
+                    .pragma("wal_autocheckpoint", "0")
+                    // Once checkpointed, shrink the log back to 64 MiB.
+                    .pragma("journal_size_limit", "67108864")
+                    .log_slow_statements(SLOW_LEVEL, SLOW_STATEMENT);
                 probe!(opts, acquire_timeout, shown);
                 // An in-memory database lives in one connection: keep
                 // exactly one, forever. A file takes a few (WAL: readers run
@@ -225,7 +239,8 @@ impl Store {
                 let url = url.replacen("mariadb:", "mysql:", 1);
                 let opts = MySqlConnectOptions::from_str(&url)
                     .with_context(|| format!("invalid MySQL URL {shown}"))?
-                    .charset("utf8mb4");
+                    .charset("utf8mb4")
+                    .log_slow_statements(SLOW_LEVEL, SLOW_STATEMENT);
                 probe!(opts, acquire_timeout, shown);
                 let pool = sqlx::pool::PoolOptions::<sqlx::MySql>::new()
                     .max_connections(max_connections)
@@ -251,7 +266,8 @@ impl Store {
                 let url = url.replacen("postgresql:", "postgres:", 1);
                 let opts = PgConnectOptions::from_str(&url)
                     .with_context(|| format!("invalid PostgreSQL URL {shown}"))?
-                    .application_name("sbcftp-tracker");
+                    .application_name("sbcftp-tracker")
+                    .log_slow_statements(SLOW_LEVEL, SLOW_STATEMENT);
                 probe!(opts, acquire_timeout, shown);
                 let pool = sqlx::pool::PoolOptions::<sqlx::Postgres>::new()
                     .max_connections(max_connections)
@@ -321,6 +337,19 @@ impl Store {
         with_pool!(self, pool => {
             sqlx::query(safe(&self.q.ping)).execute(pool).await?;
         });
+        Ok(())
+    }
+
+    /// SQLite: copies the write-ahead log back into the database file
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`, which never blocks readers or
+    /// writers). Other backends: nothing.
+    pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
+        #[cfg(feature = "sqlite")]
+        if let Pools::Sqlite(pool) = &self.pool {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await?;
+        }
         Ok(())
     }
 
