@@ -35,7 +35,8 @@ pub struct Cli {
     pub registration_key: Option<String>,
 
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info`, `sbcftp_peer=debug`).
-    /// Defaults to `info` for `serve` and `warn` for the other commands.
+    /// Falls back to `RUST_LOG`, then to `info` for `serve` and `warn` for the
+    /// other commands.
     #[arg(long, global = true, env = "SBCFTP_LOG")]
     pub log: Option<String>,
 

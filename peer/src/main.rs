@@ -20,11 +20,12 @@ fn main() -> ExitCode {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    let filter = cli
-        .log
-        .as_deref()
-        .map(EnvFilter::try_new)
-        .unwrap_or_else(|| Ok(EnvFilter::new(default_level)));
+    // --log / SBCFTP_LOG, else RUST_LOG, else the command's default.
+    let filter = match (cli.log.as_deref(), std::env::var("RUST_LOG")) {
+        (Some(f), _) => EnvFilter::try_new(f),
+        (None, Ok(f)) if !f.trim().is_empty() => EnvFilter::try_new(f),
+        _ => Ok(EnvFilter::new(default_level)),
+    };
     let filter = match filter {
         Ok(f) => f,
         Err(e) => {
