@@ -394,3 +394,51 @@ async fn peer_registers_again_after_a_tracker_restart() {
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
 }
+
+/// SIGTERM while a transfer is running: the peer leaves the tracker, gives
+/// the transfer its grace period, aborts it cleanly and exits 0; the
+/// downloader keeps its verified part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_transfer_leaves_and_aborts_cleanly() {
+    let tracker = Tracker::start_with("200", "600", "1").await;
+    let data = bytes(6 * MIB + 1, 5);
+    let mut a = PeerProc::start(
+        &tracker,
+        "127.0.0.2",
+        &[("x.bin", &data)],
+        &["--max-upload-rate", "1048576", "--shutdown-grace", "1s"],
+    )
+    .await;
+    let dl = tempfile::tempdir().unwrap();
+    let od = dl.path().to_str().unwrap().to_owned();
+    let part = dl.path().join(sbcftp_peer::download::part_name(
+        "x.bin",
+        blake3::hash(&data).as_bytes(),
+    ));
+    let get = peer_spawn(&tracker, &["get", "x.bin", "--out", &od]);
+    wait_for("a verified block in the part file", || async {
+        file_len(&part) >= MIB as u64
+    })
+    .await;
+    a.signal("TERM");
+    let status = a.wait_exit().await;
+    assert!(status.success(), "{status}\n{}", a.log_text());
+    assert!(tracker.peer_at("127.0.0.2").await.is_none());
+    let log = a.log_text();
+    assert!(log.contains("left the tracker"), "{log}");
+    assert!(
+        log.contains("aborted 1 transfer(s)") && log.contains("transfer of \"x.bin\""),
+        "{log}"
+    );
+
+    let out = get.wait_with_output().await.unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no source left"), "{stderr}");
+    let kept = file_len(&part);
+    assert!(
+        kept >= MIB as u64 && kept.is_multiple_of(MIB as u64),
+        "kept {kept}"
+    );
+    assert_eq!(std::fs::read(&part).unwrap(), &data[..kept as usize]);
+}
