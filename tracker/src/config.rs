@@ -48,11 +48,11 @@ pub struct Config {
 
     /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` header is
     /// believed (for example `10.0.0.0/8,127.0.0.1/32`). Empty: the header is ignored.
-    #[arg(long, env = "SBCFTP_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
-    pub trusted_proxies: Vec<IpNet>,
+    #[arg(long, env = "SBCFTP_TRUSTED_PROXIES", default_value = "", value_parser = parse_proxies)]
+    pub trusted_proxies: ProxyList,
 
     /// Secret that registering peers must send as `Authorization: Bearer <key>`;
-    /// makes the tracker private. Unset: anyone may register.
+    /// makes the tracker private. Unset or empty: anyone may register.
     #[arg(long, env = "SBCFTP_REGISTRATION_KEY", hide_env_values = true)]
     pub registration_key: Option<String>,
 
@@ -104,7 +104,7 @@ impl std::fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field(
                 "registration_key",
-                &self.registration_key.as_ref().map(|_| "<redacted>"),
+                &self.registration_key().map(|_| "<redacted>"),
             )
             .field("max_files_per_peer", &self.max_files_per_peer)
             .field("default_page_size", &self.default_page_size)
@@ -150,9 +150,6 @@ impl Config {
         if self.request_timeout.is_zero() || self.db_acquire_timeout.is_zero() {
             bail!("--request-timeout and --db-acquire-timeout must be more than 0");
         }
-        if matches!(&self.registration_key, Some(k) if k.is_empty()) {
-            bail!("--registration-key is empty; leave it unset for a public tracker");
-        }
         Ok(())
     }
 
@@ -165,7 +162,13 @@ impl Config {
 
     /// Whether `ip` is one of the trusted proxies.
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+        self.trusted_proxies.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The registration key, if one is set (an empty value, as a compose file
+    /// passes for an unset variable, means none).
+    pub fn registration_key(&self) -> Option<&str> {
+        self.registration_key.as_deref().filter(|k| !k.is_empty())
     }
 }
 
@@ -178,6 +181,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| {
         format!("{s:?} is not a duration ({e}); use seconds (45) or units (45s, 2m, 500ms)")
     })
+}
+
+/// The trusted proxies: CIDRs (or single addresses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyList(pub Vec<IpNet>);
+
+/// Parses a comma-separated list of CIDRs; empty entries are ignored.
+fn parse_proxies(s: &str) -> Result<ProxyList, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(parse_cidr)
+        .collect::<Result<_, _>>()
+        .map(ProxyList)
 }
 
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
@@ -217,6 +234,18 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn empty_values_mean_unset() {
+        let c = Config::try_parse_from(["t", "--trusted-proxies", "", "--registration-key", ""])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.trusted_proxies, ProxyList::default());
+        assert_eq!(c.registration_key(), None);
+        let c = Config::try_parse_from(["t", "--trusted-proxies", "10.0.0.0/8, ,::1"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.trusted_proxies.0.len(), 2);
+        assert!(Config::try_parse_from(["t", "--trusted-proxies", "10.0.0.0/33"]).is_err());
     }
 
     #[test]

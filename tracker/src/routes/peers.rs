@@ -130,7 +130,7 @@ async fn register(
     headers: HeaderMap,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>)> {
-    if let Some(key) = &state.config.registration_key {
+    if let Some(key) = state.config.registration_key() {
         let given = bearer(&headers).map_err(|_| {
             Error::Unauthorized(
                 "this tracker is private: send the registration key as `Authorization: Bearer <key>`"

@@ -154,3 +154,42 @@ async fn postgres_outage_and_recovery() {
     assert_eq!(app.heartbeat(&peer).await, StatusCode::OK);
     app.stop().await.unwrap();
 }
+
+/// MariaDB/MySQL kills every connection of the tracker (as a server restart
+/// would): the tracker goes on answering without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_connections_killed_recovers() {
+    use sqlx::{Connection, Row};
+    let Some(db) = TestDb::create(Backend::MySql).await else {
+        return;
+    };
+    let app = spawn_on(db.clone(), &["--db-acquire-timeout", "1s"]).await;
+    let peer = app.register(1, vec![file("a", "a")]).await;
+    let mut admin = sqlx::MySqlConnection::connect(&db.admin).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+    )
+    .bind(&db.name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!rows.is_empty(), "the tracker holds no connection to kill");
+    for r in &rows {
+        let id: i64 = r.try_get(0).unwrap();
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("KILL {id}")))
+            .execute(&mut admin)
+            .await;
+    }
+    admin.close().await.unwrap();
+    eventually(30, "the tracker answers again", || async {
+        app.get_json(&format!("/api/v1/peers/{}", peer.peer_id))
+            .await
+            .0
+            == StatusCode::OK
+    })
+    .await;
+    let (s, _) = app.get_json("/healthz").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(app.heartbeat(&peer).await, StatusCode::OK);
+    app.stop().await.unwrap();
+}
