@@ -193,3 +193,64 @@ async fn mysql_connections_killed_recovers() {
     assert_eq!(app.heartbeat(&peer).await, StatusCode::OK);
     app.stop().await.unwrap();
 }
+
+/// The real binary: serves, refuses a second instance on the same port with
+/// a one-line cause, and stops cleanly on SIGTERM.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let exe = env!("CARGO_BIN_EXE_sbcftp-tracker");
+    let mut child = Command::new(exe)
+        .args(["--listen", "127.0.0.1:0", "--database-url", &url])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The start-up line names the bound address.
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("tracker exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let client = crate::helpers::client_from("127.0.0.1");
+    let r = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let second = Command::new(exe)
+        .args(["--listen", &addr, "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains(&format!("error: cannot bind {addr}")), "{err}");
+    assert!(err.contains("is another tracker running?"), "{err}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM received")),
+        "{rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("tracker stopped")),
+        "{rest:?}"
+    );
+}
