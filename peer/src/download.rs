@@ -109,6 +109,12 @@ pub enum DownloadError {
         /// The part file.
         part: String,
     },
+    /// Another download of the same content into the same folder is running.
+    #[error("another download is already writing {part}; wait for it to finish")]
+    Busy {
+        /// The part file.
+        part: String,
+    },
     /// A different file already has the name.
     #[error(
         "{path} already exists with different content; not overwriting it (use --force to replace it, or --out to download elsewhere)"
@@ -202,6 +208,19 @@ pub fn download(
         .truncate(false)
         .open(&part_path)
         .map_err(io_err(format!("cannot open {}", part_path.display())))?;
+    // One download per part file: a second `get` of the same content into the
+    // same folder would truncate what the first one is writing.
+    match part.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(DownloadError::Busy {
+                part: part_path.display().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::debug!("cannot lock {}: {e}", part_path.display());
+        }
+    }
     let mut state = State {
         req,
         part,
@@ -238,6 +257,29 @@ pub fn download(
 
     let complete = state.cvs.is_some() && state.verified == req.size;
     if !complete {
+        let empty = state.part.metadata().map(|m| m.len() == 0).unwrap_or(false);
+        if empty {
+            // Nothing was ever written: leave no empty part file behind. (A
+            // part file from an earlier run whose outline could not be fetched
+            // this time is kept: it was never re-verified, so it is not empty.)
+            drop(state);
+            let _ = std::fs::remove_file(&part_path);
+            let part = part_path.display().to_string();
+            return Err(if cancel.load(Ordering::Relaxed) {
+                DownloadError::Interrupted {
+                    verified: 0,
+                    size: req.size,
+                    part,
+                }
+            } else {
+                DownloadError::NoSourceLeft {
+                    tried,
+                    verified: 0,
+                    size: req.size,
+                    part,
+                }
+            });
+        }
         let part = part_path.display().to_string();
         return Err(if cancel.load(Ordering::Relaxed) {
             DownloadError::Interrupted {
