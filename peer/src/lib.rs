@@ -41,7 +41,9 @@ use crate::tracker_client::TrackerClient;
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            serve::run(args, &cli.tracker, cli.registration_key, shutdown).await
+            // An empty key (as an unset variable in compose or systemd gives) means none.
+            let key = cli.registration_key.filter(|k| !k.trim().is_empty());
+            serve::run(args, &cli.tracker, key, shutdown).await
         }
         Command::Files(args) => commands::files(&client(&cli.tracker)?, args).await,
         Command::Peers(args) => commands::peers(&client(&cli.tracker)?, args).await,

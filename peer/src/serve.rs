@@ -56,8 +56,15 @@ pub async fn run(
     let client = TrackerClient::new(tracker, registration_key, local_ip)?;
 
     let scanner = Arc::clone(&share);
-    let (index, _) = tokio::task::spawn_blocking(move || scanner.scan())
-        .await
+    let scan = tokio::task::spawn_blocking(move || scanner.scan());
+    let scanned = tokio::select! {
+        r = scan => r,
+        _ = shutdown.cancelled() => {
+            info!("stopped while hashing; hashes done so far are lost, the next start hashes again");
+            return Ok(());
+        }
+    };
+    let (index, _) = scanned
         .context("hashing task failed")?
         .with_context(|| format!("cannot scan the share folder {}", share.dir().display()))?;
     info!(
