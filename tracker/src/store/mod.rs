@@ -158,6 +158,14 @@ fn safe(s: &std::sync::Arc<str>) -> AssertSqlSafe<std::sync::Arc<str>> {
     AssertSqlSafe(s.clone())
 }
 
+/// The files in hash order: inserting in the order of the `files(hash, …)`
+/// index walks its pages once, front to back, instead of at random.
+fn by_hash(files: &[FileEntry]) -> Vec<&FileEntry> {
+    let mut v: Vec<&FileEntry> = files.iter().collect();
+    v.sort_unstable_by(|a, b| a.hash.cmp(&b.hash));
+    v
+}
+
 fn size_i64(size: u64) -> i64 {
     // Validated sizes are at most 2^53 - 1.
     i64::try_from(size).unwrap_or(i64::MAX)
@@ -376,7 +384,7 @@ impl Store {
                 .bind(count)
                 .execute(&mut *tx)
                 .await?;
-            for chunk in files.chunks(INSERT_CHUNK) {
+            for chunk in by_hash(files).chunks(INSERT_CHUNK) {
                 let text = self.dialect.render(&sql::insert_files(chunk.len()));
                 let mut q = sqlx::query(AssertSqlSafe(text));
                 for f in chunk {
@@ -419,7 +427,7 @@ impl Store {
                 return Ok(FilesOutcome::NoPeer);
             }
             sqlx::query(safe(&self.q.delete_files)).bind(peer_id).execute(&mut *tx).await?;
-            for chunk in files.chunks(INSERT_CHUNK) {
+            for chunk in by_hash(files).chunks(INSERT_CHUNK) {
                 let text = self.dialect.render(&sql::insert_files(chunk.len()));
                 let mut q = sqlx::query(AssertSqlSafe(text));
                 for f in chunk {
@@ -464,7 +472,7 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
-            for chunk in add.chunks(INSERT_CHUNK) {
+            for chunk in by_hash(add).chunks(INSERT_CHUNK) {
                 let text = self.dialect.render(&sql::insert_files(chunk.len()));
                 let mut q = sqlx::query(AssertSqlSafe(text));
                 for f in chunk {
