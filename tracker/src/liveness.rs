@@ -34,8 +34,9 @@ use crate::error::Error;
 use crate::state::AppState;
 use crate::store::Store;
 
-/// Stale peers deleted per statement.
-const SWEEP_BATCH: i64 = 500;
+/// Stale peers deleted per statement (each takes its files with it, so this
+/// bounds one statement to 100 × --max-files-per-peer rows).
+const SWEEP_BATCH: i64 = 100;
 
 /// Counters of this tracker instance, rendered into `/metrics`.
 #[derive(Debug, Default)]
