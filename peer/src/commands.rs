@@ -228,6 +228,12 @@ async fn download_content(
     args: &DownloadArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    if content.size > sbcftp_tracker::api::MAX_FILE_SIZE {
+        bail!(
+            "the tracker announced an impossible size ({} bytes)",
+            content.size
+        );
+    }
     if content.peers.is_empty() {
         bail!("no online peer shares {} right now", content.hash);
     }

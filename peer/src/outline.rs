@@ -64,8 +64,8 @@ pub fn outline_len(size: u64) -> u64 {
 /// The byte range `[start, end)` of block `index` of a file of `size` bytes.
 pub fn block_range(size: u64, index: u64) -> (u64, u64) {
     let bs = block_size(size);
-    let start = index * bs;
-    (start, size.min(start + bs))
+    let start = index.saturating_mul(bs);
+    (start.min(size), size.min(start.saturating_add(bs)))
 }
 
 /// The CV of one block's bytes. For a single-block file this is the root hash.
@@ -216,6 +216,8 @@ mod tests {
         assert_eq!(block_size(1 << 36), 1 << 20);
         assert_eq!(block_count(1 << 36), 1 << 16);
         assert_eq!(block_size((1 << 36) + 1), 1 << 21);
+        // No overflow at the extremes.
+        assert_eq!(block_range(u64::MAX, block_count(u64::MAX) - 1).1, u64::MAX);
         let max = sbcftp_tracker::api::MAX_FILE_SIZE;
         assert!(block_count(max) <= 1 << 16);
         for size in [1u64, 1000, 1 << 20, 3 << 20, (1 << 40) + 7, max] {
