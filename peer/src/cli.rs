@@ -90,7 +90,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SBCFTP_MAX_CONNECTIONS", default_value_t = 64)]
     pub max_connections: usize,
 
-    /// Upload limit per connection, in bytes per second (unlimited by default).
+    /// Upload limit for all connections together, in bytes per second (unlimited by default).
     #[arg(long, env = "SBCFTP_MAX_UPLOAD_RATE")]
     pub max_upload_rate: Option<u64>,
 

@@ -59,7 +59,7 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long writing one piece (up to 1 MiB) of an answer may take.
     pub io_timeout: Duration,
-    /// Bytes per second each connection may send (None: unlimited).
+    /// Bytes per second all connections together may send (None: unlimited).
     pub max_upload_rate: Option<u64>,
     /// How long transfers in flight may go on after shutdown starts.
     pub shutdown_grace: Duration,
@@ -75,6 +75,28 @@ impl Default for ServerConfig {
             max_upload_rate: None,
             shutdown_grace: Duration::from_secs(10),
         }
+    }
+}
+
+/// The upload limit shared by all connections: each piece reserves its slot
+/// in time, and its sender sleeps until the slot starts.
+#[derive(Debug)]
+struct RateLimiter {
+    rate: u64,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    /// How long to wait before sending `n` bytes.
+    fn reserve(&self, n: u64) -> Duration {
+        let now = Instant::now();
+        let mut next = match self.next.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let start = (*next).max(now);
+        *next = start + Duration::from_secs_f64(n as f64 / self.rate as f64);
+        start - now
     }
 }
 
@@ -127,6 +149,12 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let tasks = TaskTracker::new();
     let conns = Arc::new(Connections::default());
+    let limiter = config.max_upload_rate.filter(|r| *r > 0).map(|rate| {
+        Arc::new(RateLimiter {
+            rate,
+            next: Mutex::new(Instant::now()),
+        })
+    });
     let config = Arc::new(config);
     loop {
         let accepted = tokio::select! {
@@ -163,9 +191,18 @@ pub async fn run(
         let shutdown = shutdown.clone();
         let rescan = Arc::clone(&rescan);
         let conns = Arc::clone(&conns);
+        let limiter = limiter.clone();
         tasks.spawn_blocking(move || {
             let id = conns.add(&std_stream);
-            serve_connection(std_stream, addr, &share, &config, &shutdown, &rescan);
+            serve_connection(
+                std_stream,
+                addr,
+                &share,
+                &config,
+                limiter.as_deref(),
+                &shutdown,
+                &rescan,
+            );
             if let Some(id) = id {
                 conns.remove(id);
             }
@@ -231,6 +268,7 @@ fn serve_connection(
     addr: SocketAddr,
     share: &Share,
     config: &ServerConfig,
+    limiter: Option<&RateLimiter>,
     shutdown: &CancellationToken,
     rescan: &Notify,
 ) {
@@ -272,7 +310,7 @@ fn serve_connection(
         };
         let result = match req.kind {
             Kind::Outline => answer_outline(&mut stream, share, config, &req),
-            Kind::Read => answer_read(&mut stream, addr, share, config, &req, rescan),
+            Kind::Read => answer_read(&mut stream, addr, share, config, limiter, &req, rescan),
         };
         match result {
             Ok(true) => {}
@@ -429,6 +467,7 @@ fn answer_read(
     addr: SocketAddr,
     share: &Share,
     config: &ServerConfig,
+    limiter: Option<&RateLimiter>,
     req: &Request,
     rescan: &Notify,
 ) -> io::Result<bool> {
@@ -514,15 +553,11 @@ fn answer_read(
                     "file shrank while being served",
                 ));
             }
+            if let Some(limiter) = limiter {
+                std::thread::sleep(limiter.reserve(n as u64));
+            }
             write_deadline(stream, &buf[..n], config.io_timeout)?;
             pos += n as u64;
-            if let Some(rate) = config.max_upload_rate.filter(|r| *r > 0) {
-                let due = Duration::from_secs_f64((pos - req.offset) as f64 / rate as f64);
-                let elapsed = started.elapsed();
-                if due > elapsed {
-                    std::thread::sleep(due - elapsed);
-                }
-            }
         }
         Ok(())
     })();
