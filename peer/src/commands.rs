@@ -22,6 +22,23 @@ use crate::outline;
 use crate::tracker_client::{TrackerClient, TrackerError};
 use crate::ui;
 
+/// `println!` that returns the error instead of panicking (a closed pipe
+/// must not crash the command; `main` treats it as success).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let mut o = io::stdout().lock();
+        writeln!(o, $($arg)*).and_then(|()| o.flush())?
+    }};
+}
+
+/// `print!` (then flush) that returns the error instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let mut o = io::stdout().lock();
+        write!(o, $($arg)*).and_then(|()| o.flush())?
+    }};
+}
+
 /// `files [QUERY] [--json]`.
 pub async fn files(client: &TrackerClient, args: FilesArgs) -> anyhow::Result<()> {
     let files = client.all_files(args.query.as_deref(), args.limit).await?;
@@ -147,7 +164,7 @@ pub async fn browse(
 ) -> anyhow::Result<()> {
     let files = client.all_files(args.query.as_deref(), 1000).await?;
     if files.is_empty() {
-        println!("no files to download");
+        outln!("no files to download");
         return Ok(());
     }
     {
@@ -159,8 +176,7 @@ pub async fn browse(
     let stdin = io::stdin();
     let mut lines = stdin.lock().lines();
     let content = loop {
-        print!("Enter the number of the file to download (q to quit): ");
-        io::stdout().flush()?;
+        out!("Enter the number of the file to download (q to quit): ");
         let Some(line) = lines.next().transpose()? else {
             bail!("no file chosen");
         };
@@ -170,7 +186,7 @@ pub async fn browse(
         }
         match line.parse::<usize>() {
             Ok(i) if (1..=files.len()).contains(&i) => break files[i - 1].clone(),
-            _ => println!("please enter a number from 1 to {}", files.len()),
+            _ => outln!("please enter a number from 1 to {}", files.len()),
         }
     };
     let name = content
@@ -179,7 +195,7 @@ pub async fn browse(
         .find(|n| validate_name(n).is_ok())
         .cloned()
         .unwrap_or_else(|| content.hash.clone());
-    print!(
+    out!(
         "Download {} ({}) from {} peer(s)? [Y/n] ",
         ui::safe(&name),
         ui::human_bytes(content.size),
@@ -192,7 +208,7 @@ pub async fn browse(
         || answer.eq_ignore_ascii_case("y")
         || answer.eq_ignore_ascii_case("yes"))
     {
-        println!("not downloading");
+        outln!("not downloading");
         return Ok(());
     }
     download_content(client, content, name, &args.download, cancel).await
@@ -325,7 +341,7 @@ async fn download_content(
             } else {
                 String::new()
             };
-            println!(
+            outln!(
                 "downloaded {} ({}, {} received{resumed_note}), verified blake3 {}",
                 path.display(),
                 ui::human_bytes(content.size),
@@ -335,7 +351,7 @@ async fn download_content(
             Ok(())
         }
         Ok(Outcome::AlreadyThere { path }) => {
-            println!(
+            outln!(
                 "{} is already there with this content; nothing to do",
                 path.display()
             );
