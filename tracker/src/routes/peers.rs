@@ -61,6 +61,17 @@ fn check_peer_id(id: &str) -> Result<()> {
     }
 }
 
+/// Checks that the request carries the bearer token of `peer_id`, a live peer:
+/// 401 without a token, 403 with another peer's, 404 for an unknown peer.
+async fn authorize(state: &AppState, peer_id: &str, headers: &HeaderMap) -> Result<()> {
+    check_peer_id(peer_id)?;
+    let token = bearer(headers)?;
+    state
+        .liveness
+        .authenticate(&state.store, peer_id, token, crate::ttl_ms(&state.config))
+        .await
+}
+
 /// Validates a file list: each entry, unique names, the cap.
 fn check_files(files: &[FileEntry], cap: usize, field: &str) -> Result<()> {
     if files.len() > cap {
@@ -273,12 +284,7 @@ async fn heartbeat(
     Path(peer_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<HeartbeatResponse>> {
-    check_peer_id(&peer_id)?;
-    let token = bearer(&headers)?;
-    state
-        .liveness
-        .authenticate(&state.store, &peer_id, token, crate::ttl_ms(&state.config))
-        .await?;
+    authorize(&state, &peer_id, &headers).await?;
     state.liveness.beat(&peer_id);
     Ok(Json(HeartbeatResponse {
         heartbeat_interval_secs: state.config.effective_heartbeat_secs(),
@@ -312,12 +318,7 @@ async fn replace_files(
     headers: HeaderMap,
     ApiJson(req): ApiJson<ReplaceFilesRequest>,
 ) -> Result<Json<FilesUpdated>> {
-    check_peer_id(&peer_id)?;
-    let token = bearer(&headers)?;
-    state
-        .liveness
-        .authenticate(&state.store, &peer_id, token, crate::ttl_ms(&state.config))
-        .await?;
+    authorize(&state, &peer_id, &headers).await?;
     check_files(&req.files, state.config.max_files_per_peer, "files")?;
     match state.store.replace_files(&peer_id, &req.files).await? {
         FilesOutcome::Done(file_count) => Ok(Json(FilesUpdated { file_count })),
@@ -359,12 +360,7 @@ async fn patch_files(
     headers: HeaderMap,
     ApiJson(req): ApiJson<PatchFilesRequest>,
 ) -> Result<Json<FilesUpdated>> {
-    check_peer_id(&peer_id)?;
-    let token = bearer(&headers)?;
-    state
-        .liveness
-        .authenticate(&state.store, &peer_id, token, crate::ttl_ms(&state.config))
-        .await?;
+    authorize(&state, &peer_id, &headers).await?;
     let cap = state.config.max_files_per_peer;
     check_files(&req.add, cap, "add")?;
     if req.remove.len() > cap {
@@ -414,12 +410,7 @@ async fn leave(
     Path(peer_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode> {
-    check_peer_id(&peer_id)?;
-    let token = bearer(&headers)?;
-    state
-        .liveness
-        .authenticate(&state.store, &peer_id, token, crate::ttl_ms(&state.config))
-        .await?;
+    authorize(&state, &peer_id, &headers).await?;
     let existed = state.store.delete_peer(&peer_id).await?;
     state.liveness.forget(std::iter::once(&peer_id));
     if existed {
