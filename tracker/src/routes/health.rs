@@ -1,4 +1,4 @@
-//! Operational routes: `/healthz`, `/metrics` and the OpenAPI document.
+//! Operational routes: `/livez`, `/healthz`, `/metrics` and the OpenAPI document.
 
 use std::time::Duration;
 
@@ -26,9 +26,23 @@ pub struct Health {
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(livez))
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
+}
+
+/// Liveness: 200 `ok` as long as the process serves HTTP; touches nothing
+/// else (no database), so a load balancer can tell a hung process from a
+/// database outage, and benchmarks have a no-op route to compare with.
+#[utoipa::path(
+    get,
+    path = "/livez",
+    tag = "operations",
+    responses((status = 200, description = "The process serves HTTP", body = String, content_type = "text/plain"))
+)]
+async fn livez() -> &'static str {
+    "ok"
 }
 
 /// Health: 200 when the database answers, 503 otherwise.
