@@ -47,8 +47,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-run_one() { # name database_url
+run_one() { # name database_url [bench_tracker flags]
   local name="$1" url="$2"
+  shift 2
   echo
   echo "################ $name ################"
   # A TTL far longer than the run (nothing is swept), pages of up to 1000,
@@ -65,7 +66,7 @@ run_one() { # name database_url
   done
   if [ -z "$ok" ]; then echo "tracker did not start:"; cat "$tmp/$name.log"; stop_tracker; return 1; fi
   echo "tracker pid $tracker_pid on $name ($(nproc) cores: load generator and tracker share them)"
-  timeout "$timeout_s" "$gen" --tracker "http://127.0.0.1:$port" --tracker-pid "$tracker_pid" "${extra[@]}" \
+  timeout "$timeout_s" "$gen" --tracker "http://127.0.0.1:$port" --tracker-pid "$tracker_pid" "$@" "${extra[@]}" \
     || echo "bench_tracker failed on $name (exit $?)"
   echo "tracker warnings/errors during the run:"; grep -v "^\s*$" "$tmp/$name.log" | tail -n 5 || true
   stop_tracker
@@ -78,12 +79,17 @@ for b in "${list[@]}"; do
     postgres)
       pg_db="$db_name"
       psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE $pg_db"
-      run_one postgres "postgres://postgres@127.0.0.1:5432/$pg_db"
+      # This machine's server runs with autovacuum off: ANALYZE once after loading
+      # (what autovacuum does on a default server), or the planner, with no
+      # statistics, sorts the whole files table for every page.
+      run_one postgres "postgres://postgres@127.0.0.1:5432/$pg_db" \
+        --after-load-cmd "psql -q -h 127.0.0.1 -U postgres -d $pg_db -c ANALYZE"
       psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $pg_db"; pg_db="" ;;
     mariadb)
       my_db="$db_name"
       mysql -h "$my_host" -u root -e "CREATE DATABASE $my_db"
-      run_one mariadb "mysql://root@$my_host:3306/$my_db"
+      run_one mariadb "mysql://root@$my_host:3306/$my_db" \
+        --after-load-cmd "mysql -h $my_host -u root $my_db -e 'ANALYZE TABLE peers, files' >/dev/null"
       mysql -h "$my_host" -u root -e "DROP DATABASE IF EXISTS $my_db"; my_db="" ;;
     *) echo "unknown backend $b (sqlite, postgres, mariadb)"; exit 2 ;;
   esac
