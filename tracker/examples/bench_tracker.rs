@@ -88,14 +88,14 @@ const WORDS: &[&str] = &[
     "photo", "summer", "winter", "budget", "meeting", "notes", "album", "track", "episode",
     "season", "chapter", "thesis", "slides", "recipe", "family", "garden", "travel", "project",
     "design", "sketch", "demo", "release", "archive", "manual", "guide", "review", "paper",
-    "dataset", "sample", "export", "video", "audio", "map", "plan", "letter", "contract",
-    "poster", "game", "level", "mod", "patch",
+    "dataset", "sample", "export", "video", "audio", "map", "plan", "letter", "contract", "poster",
+    "game", "level", "mod", "patch",
 ];
 
 /// Extensions of the names.
 const EXTS: &[&str] = &[
-    "jpg", "png", "pdf", "mp3", "flac", "mkv", "mp4", "zip", "tar.gz", "iso", "txt", "odt",
-    "docx", "csv", "epub",
+    "jpg", "png", "pdf", "mp3", "flac", "mkv", "mp4", "zip", "tar.gz", "iso", "txt", "odt", "docx",
+    "csv", "epub",
 ];
 
 /// The common search term (one of `WORDS`).
@@ -128,7 +128,12 @@ fn file_name(rng: &mut StdRng, index: usize, rare: bool) -> String {
 }
 
 /// Random files: one in [`SHARED_EVERY`] with a hash from `pool`.
-fn files(rng: &mut StdRng, count: usize, pool: &[(String, u64)], counter: &mut usize) -> Vec<FileEntry> {
+fn files(
+    rng: &mut StdRng,
+    count: usize,
+    pool: &[(String, u64)],
+    counter: &mut usize,
+) -> Vec<FileEntry> {
     (0..count)
         .map(|i| {
             *counter += 1;
@@ -228,7 +233,11 @@ fn show_mem(label: &str, pid: Option<u32>) -> String {
 }
 
 /// Requests per second of `make` run by `concurrency` workers for `duration`.
-async fn throughput<F>(concurrency: usize, duration: Duration, make: F) -> anyhow::Result<(f64, u64)>
+async fn throughput<F>(
+    concurrency: usize,
+    duration: Duration,
+    make: F,
+) -> anyhow::Result<(f64, u64)>
 where
     F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
 {
@@ -244,17 +253,14 @@ where
         tasks.push(tokio::spawn(async move {
             while Instant::now() < end {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                match make(i).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        if r.bytes().await.is_ok() {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
+                let done = match make(i).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if done {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
@@ -263,7 +269,10 @@ where
         t.await?;
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok((ok.load(Ordering::Relaxed) as f64 / secs, failed.load(Ordering::Relaxed)))
+    Ok((
+        ok.load(Ordering::Relaxed) as f64 / secs,
+        failed.load(Ordering::Relaxed),
+    ))
 }
 
 /// p50 and p99 in milliseconds.
@@ -385,8 +394,14 @@ async fn main() -> anyhow::Result<()> {
     report.push(show_mem("memory after loading", args.tracker_pid));
     if let Some(cmd) = &args.after_load_cmd {
         let t = Instant::now();
-        let status = std::process::Command::new("sh").arg("-c").arg(cmd).status()?;
-        let line = format!("after loading: `{cmd}` ({status}, {:.1} s)", t.elapsed().as_secs_f64());
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .status()?;
+        let line = format!(
+            "after loading: `{cmd}` ({status}, {:.1} s)",
+            t.elapsed().as_secs_f64()
+        );
         println!("{line}");
         report.push(line);
     }
@@ -429,7 +444,10 @@ async fn main() -> anyhow::Result<()> {
         println!("{line}");
         report.push(line);
     }
-    report.push(show_mem("memory after the heartbeat runs", args.tracker_pid));
+    report.push(show_mem(
+        "memory after the heartbeat runs",
+        args.tracker_pid,
+    ));
 
     // (b) latency, one request at a time.
     report.push(String::from(
@@ -439,29 +457,77 @@ async fn main() -> anyhow::Result<()> {
     let c = &main_client;
     let (s, budget) = (args.samples, args.sample_budget);
     let seeds: Vec<String> = (0..s).map(|_| hex32(&mut rng)).collect();
-    report.push(latency("GET /files?limit=100 (first page)", c, s, budget, |_| format!("{base}/api/v1/files?limit=100")).await?);
     report.push(
-        latency("GET /files?limit=100&cursor=<random position>", c, s, budget, |i| {
-            format!("{base}/api/v1/files?limit=100&cursor={}", seeds[i % seeds.len()])
+        latency("GET /files?limit=100 (first page)", c, s, budget, |_| {
+            format!("{base}/api/v1/files?limit=100")
         })
         .await?,
     );
-    report.push(latency(&format!("GET /files?q={COMMON_Q}&limit=100 (common)"), c, s, budget, |_| {
-        format!("{base}/api/v1/files?q={COMMON_Q}&limit=100")
-    }).await?);
-    report.push(latency(&format!("GET /files?q={COMMON_Q}&limit=100&cursor=<random>"), c, s, budget, |i| {
-        format!("{base}/api/v1/files?q={COMMON_Q}&limit=100&cursor={}", seeds[i % seeds.len()])
-    }).await?);
-    report.push(latency(&format!("GET /files?q={RARE_Q}&limit=100 (rare: ~{} names)", total_files / RARE_EVERY), c, s, budget, |_| {
-        format!("{base}/api/v1/files?q={RARE_Q}&limit=100")
-    }).await?);
+    report.push(
+        latency(
+            "GET /files?limit=100&cursor=<random position>",
+            c,
+            s,
+            budget,
+            |i| {
+                format!(
+                    "{base}/api/v1/files?limit=100&cursor={}",
+                    seeds[i % seeds.len()]
+                )
+            },
+        )
+        .await?,
+    );
+    report.push(
+        latency(
+            &format!("GET /files?q={COMMON_Q}&limit=100 (common)"),
+            c,
+            s,
+            budget,
+            |_| format!("{base}/api/v1/files?q={COMMON_Q}&limit=100"),
+        )
+        .await?,
+    );
+    report.push(
+        latency(
+            &format!("GET /files?q={COMMON_Q}&limit=100&cursor=<random>"),
+            c,
+            s,
+            budget,
+            |i| {
+                format!(
+                    "{base}/api/v1/files?q={COMMON_Q}&limit=100&cursor={}",
+                    seeds[i % seeds.len()]
+                )
+            },
+        )
+        .await?,
+    );
+    report.push(
+        latency(
+            &format!(
+                "GET /files?q={RARE_Q}&limit=100 (rare: ~{} names)",
+                total_files / RARE_EVERY
+            ),
+            c,
+            s,
+            budget,
+            |_| format!("{base}/api/v1/files?q={RARE_Q}&limit=100"),
+        )
+        .await?,
+    );
     let known: Vec<String> = {
         let mut r = StdRng::seed_from_u64(args.seed ^ 0x5eed);
-        (0..s).map(|_| pool[r.random_range(0..pool.len())].0.clone()).collect()
+        (0..s)
+            .map(|_| pool[r.random_range(0..pool.len())].0.clone())
+            .collect()
     };
-    report.push(latency("GET /files/{hash} (popular content)", c, s, budget, |i| {
-        format!("{base}/api/v1/files/{}", known[i % known.len()])
-    }).await?);
+    report.push(
+        latency("GET /files/{hash} (popular content)", c, s, budget, |i| {
+            format!("{base}/api/v1/files/{}", known[i % known.len()])
+        })
+        .await?,
+    );
     // Peer pages: walk them all once for real cursors, then sample.
     let mut cursors = Vec::new();
     let mut cursor: Option<String> = None;
@@ -479,15 +545,38 @@ async fn main() -> anyhow::Result<()> {
             _ => break,
         }
     }
-    report.push(latency("GET /peers?limit=100 (first page)", c, s, budget, |_| format!("{base}/api/v1/peers?limit=100")).await?);
+    report.push(
+        latency("GET /peers?limit=100 (first page)", c, s, budget, |_| {
+            format!("{base}/api/v1/peers?limit=100")
+        })
+        .await?,
+    );
     if !cursors.is_empty() {
-        report.push(latency(&format!("GET /peers?limit=100&cursor=<one of {} pages>", cursors.len()), c, s, budget, |i| {
-            format!("{base}/api/v1/peers?limit=100&cursor={}", cursors[(i * 7919) % cursors.len()])
-        }).await?);
+        report.push(
+            latency(
+                &format!(
+                    "GET /peers?limit=100&cursor=<one of {} pages>",
+                    cursors.len()
+                ),
+                c,
+                s,
+                budget,
+                |i| {
+                    format!(
+                        "{base}/api/v1/peers?limit=100&cursor={}",
+                        cursors[(i * 7919) % cursors.len()]
+                    )
+                },
+            )
+            .await?,
+        );
     }
 
     // (c) one peer with many files.
-    report.push(format!("\n(c) registering one peer with {} files:", args.big_files));
+    report.push(format!(
+        "\n(c) registering one peer with {} files:",
+        args.big_files
+    ));
     let mut times = Vec::new();
     for run in 0..args.big_runs {
         let f = files(&mut rng, args.big_files, &pool, &mut counter);
