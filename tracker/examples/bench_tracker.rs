@@ -296,8 +296,9 @@ async fn latency(
     let mut ms = Vec::with_capacity(samples);
     let start = Instant::now();
     let mut bytes = 0usize;
+    let mut errors = Vec::new();
     for i in 0..samples {
-        if start.elapsed() > budget && i >= 20 {
+        if (start.elapsed() > budget && i >= 20) || errors.len() >= 3 {
             break;
         }
         let u = url(i);
@@ -305,18 +306,29 @@ async fn latency(
         let resp = client.get(&u).send().await?;
         let status = resp.status();
         let body = resp.bytes().await?;
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        if !status.is_success() {
-            bail!("{u} answered {status}: {}", String::from_utf8_lossy(&body));
+        let took = t.elapsed().as_secs_f64() * 1000.0;
+        if status.is_success() {
+            ms.push(took);
+            bytes += body.len();
+        } else {
+            errors.push(format!("{status} after {took:.0} ms"));
         }
-        bytes += body.len();
     }
     let n = ms.len();
-    let (p50, p99, max) = percentiles(ms);
-    let line = format!(
-        "| {label} | {n} | {p50:.2} | {p99:.2} | {max:.2} | {} |",
-        bytes / n.max(1)
-    );
+    let line = if n == 0 {
+        format!("| {label} | 0 | failed: {} | | | |", errors.join("; "))
+    } else {
+        let (p50, p99, max) = percentiles(ms);
+        let failed = if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} failed: {})", errors.len(), errors.join("; "))
+        };
+        format!(
+            "| {label} | {n}{failed} | {p50:.2} | {p99:.2} | {max:.2} | {} |",
+            bytes / n
+        )
+    };
     println!("{line}");
     Ok(line)
 }
