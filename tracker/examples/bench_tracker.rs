@@ -326,7 +326,7 @@ async fn latency(
         };
         format!(
             "| {label} | {n}{failed} | {p50:.2} | {p99:.2} | {max:.2} | {} |",
-            bytes / n
+            bytes.checked_div(n).unwrap_or(0)
         )
     };
     println!("{line}");
