@@ -295,6 +295,7 @@ impl Store {
         let dialect = Dialect {
             numbered: backend == Backend::Postgres,
             like_ignores_case: backend == Backend::Sqlite,
+            files_first_join: backend == Backend::MySql,
         };
         Ok(Store {
             pool,
