@@ -43,7 +43,7 @@ use crate::outline;
 use crate::protocol::{
     Kind, REQUEST_LEN, Request, ResponseHeader, Status, encode_error, encode_outline,
 };
-use crate::share::Share;
+use crate::share::{Share, SharedFile};
 
 /// Size of the pieces a READ answer is read from disk and written in.
 const PIECE: usize = 1 << 20;
@@ -435,6 +435,26 @@ fn linger_close(stream: &mut TcpStream) {
     }
 }
 
+/// The shared file `req` names, or `None` after answering NOT_FOUND (the
+/// connection can go on).
+fn shared_or_not_found(
+    stream: &mut TcpStream,
+    share: &Share,
+    config: &ServerConfig,
+    req: &Request,
+) -> io::Result<Option<Arc<SharedFile>>> {
+    let found = share.index().by_hash(&req.hash).cloned();
+    if found.is_none() {
+        answer_error(
+            stream,
+            config,
+            Status::NotFound,
+            "this peer does not share that hash",
+        )?;
+    }
+    Ok(found)
+}
+
 /// Answers an OUTLINE request. `Ok(true)`: the connection can go on.
 fn answer_outline(
     stream: &mut TcpStream,
@@ -442,14 +462,7 @@ fn answer_outline(
     config: &ServerConfig,
     req: &Request,
 ) -> io::Result<bool> {
-    let index = share.index();
-    let Some(f) = index.by_hash(&req.hash) else {
-        answer_error(
-            stream,
-            config,
-            Status::NotFound,
-            "this peer does not share that hash",
-        )?;
+    let Some(f) = shared_or_not_found(stream, share, config, req)? else {
         return Ok(true);
     };
     let payload = encode_outline(f.stamp.size, &f.cvs);
@@ -471,14 +484,7 @@ fn answer_read(
     req: &Request,
     rescan: &Notify,
 ) -> io::Result<bool> {
-    let index = share.index();
-    let Some(f) = index.by_hash(&req.hash) else {
-        answer_error(
-            stream,
-            config,
-            Status::NotFound,
-            "this peer does not share that hash",
-        )?;
+    let Some(f) = shared_or_not_found(stream, share, config, req)? else {
         return Ok(true);
     };
     let size = f.stamp.size;
