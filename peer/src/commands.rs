@@ -13,12 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use indicatif::ProgressBar;
-use sbcftp_tracker::api::{Content, ContentList, validate_hash, validate_name};
+use sbcftp_api::{Content, ContentHash, ContentList, validate_name};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{BrowseArgs, DownloadArgs, FilesArgs, GetArgs, PeersArgs};
 use crate::download::{self, DownloadError, Job, Observer, Outcome, Source};
-use crate::outline;
 use crate::tracker_client::{TrackerClient, TrackerError};
 use crate::ui;
 
@@ -91,8 +90,8 @@ pub async fn get(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let lowered = args.what.to_ascii_lowercase();
-    let (content, name) = if validate_hash(&lowered).is_ok() {
-        let content = match client.content(&lowered).await {
+    let (content, name) = if let Ok(hash) = ContentHash::parse(&lowered) {
+        let content = match client.content(&hash).await {
             Ok(c) => c,
             Err(TrackerError::NotFound(_)) => bail!("no online peer shares {lowered}"),
             Err(e) => return Err(e.into()),
@@ -105,7 +104,7 @@ pub async fn get(
                     .names
                     .iter()
                     .find(|n| validate_name(n).is_ok())
-                    .cloned()
+                    .map(|n| n.to_string())
             })
             .unwrap_or_else(|| lowered.clone());
         (content, name)
@@ -193,8 +192,8 @@ pub async fn browse(
         .names
         .iter()
         .find(|n| validate_name(n).is_ok())
-        .cloned()
-        .unwrap_or_else(|| content.hash.clone());
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| content.hash.to_string());
     out!(
         "Download {} ({}) from {} peer(s)? [Y/n] ",
         ui::safe(&name),
@@ -244,7 +243,7 @@ async fn download_content(
     args: &DownloadArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    if content.size > sbcftp_tracker::api::MAX_FILE_SIZE {
+    if content.size > sbcftp_api::MAX_FILE_SIZE {
         bail!(
             "the tracker announced an impossible size ({} bytes)",
             content.size
@@ -253,8 +252,7 @@ async fn download_content(
     if content.peers.is_empty() {
         bail!("no online peer shares {} right now", content.hash);
     }
-    let hash = outline::from_hex(&content.hash)
-        .with_context(|| format!("the tracker sent a bad hash {:?}", ui::safe(&content.hash)))?;
+    let hash = *content.hash.as_bytes();
     let job = Arc::new(Job {
         hash,
         size: content.size,
@@ -366,7 +364,7 @@ fn to_sources(content: &Content) -> Vec<Source> {
         .peers
         .iter()
         .map(|p| Source {
-            peer_id: p.peer_id.clone(),
+            peer_id: p.peer_id.to_string(),
             addr: p.addr.clone(),
         })
         .collect()

@@ -181,7 +181,7 @@ pub fn download(
     cancel: &AtomicBool,
     obs: &dyn Observer,
 ) -> Result<Outcome, DownloadError> {
-    sbcftp_tracker::api::validate_name(&req.name).map_err(|e| DownloadError::BadName {
+    sbcftp_api::validate_name(&req.name).map_err(|e| DownloadError::BadName {
         name: req.name.clone(),
         why: e.to_string(),
     })?;

@@ -12,7 +12,7 @@
 //! - [`server`]: the TCP server (accept loop, connection cap, deadlines, one
 //!   blocking thread per connection on the data path).
 //! - [`tracker_client`]: the tracker's REST API, with the tracker's own types
-//!   (`sbcftp_tracker::api`).
+//!   (`sbcftp_api`).
 //! - [`serve`]: `sbcftp-peer serve`: scan, register, heartbeat, rescan, leave.
 //! - [`download`]: verified, resumable download from one source after another.
 //! - [`commands`]: `files`, `peers`, `get`, `browse`.

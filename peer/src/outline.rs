@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(block_size((1 << 36) + 1), 1 << 21);
         // No overflow at the extremes.
         assert_eq!(block_range(u64::MAX, block_count(u64::MAX) - 1).1, u64::MAX);
-        let max = sbcftp_tracker::api::MAX_FILE_SIZE;
+        let max = sbcftp_api::MAX_FILE_SIZE;
         assert!(block_count(max) <= 1 << 16);
         for size in [1u64, 1000, 1 << 20, 3 << 20, (1 << 40) + 7, max] {
             assert!(block_count(size) <= crate::protocol::MAX_BLOCKS, "{size}");

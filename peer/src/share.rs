@@ -2,7 +2,7 @@
 //! hash cache that makes a restart re-hash nothing unchanged.
 //!
 //! Only regular files directly in the folder are shared, under their file name
-//! (one path component, checked with [`sbcftp_tracker::api::validate_name`]).
+//! (one path component, checked with [`sbcftp_api::validate_name`]).
 //! Subfolders, special files (FIFOs, sockets, devices), names that are not
 //! UTF-8, and symlinks that lead outside the folder or to anything but a
 //! regular file are skipped with a log line. A symlink to a regular file inside
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rayon::prelude::*;
-use sbcftp_tracker::api::{FileEntry, validate_name};
+use sbcftp_api::{ContentHash, FileEntry, FileName, validate_name};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
@@ -86,13 +86,14 @@ pub struct SharedFile {
 }
 
 impl SharedFile {
-    /// The tracker's view of this file.
-    pub fn entry(&self) -> FileEntry {
-        FileEntry {
-            name: self.name.clone(),
+    /// The tracker's view of this file (`None` for a name the tracker would
+    /// refuse; the scan shares no such file).
+    pub fn entry(&self) -> Option<FileEntry> {
+        Some(FileEntry {
+            name: FileName::new(self.name.clone()).ok()?,
             size: self.stamp.size,
-            hash: outline::to_hex(&self.hash),
-        }
+            hash: ContentHash::from_bytes(self.hash),
+        })
     }
 
     /// Opens the file for serving and checks it is still the version that was
@@ -155,12 +156,12 @@ impl ShareIndex {
 
     /// The file list as the tracker wants it.
     pub fn entries(&self) -> Vec<FileEntry> {
-        self.files().map(|f| f.entry()).collect()
+        self.files().filter_map(|f| f.entry()).collect()
     }
 
     /// What changed from `old` to `self`: entries to add (new or changed) and
     /// names to remove.
-    pub fn diff(&self, old: &ShareIndex) -> (Vec<FileEntry>, Vec<String>) {
+    pub fn diff(&self, old: &ShareIndex) -> (Vec<FileEntry>, Vec<FileName>) {
         let add = self
             .by_name
             .iter()
@@ -169,13 +170,13 @@ impl ShareIndex {
                     .get(*name)
                     .is_none_or(|o| o.hash != f.hash || o.stamp.size != f.stamp.size)
             })
-            .map(|(_, f)| f.entry())
+            .filter_map(|(_, f)| f.entry())
             .collect();
         let remove = old
             .by_name
             .keys()
             .filter(|n| !self.by_name.contains_key(*n))
-            .cloned()
+            .filter_map(|n| FileName::new(n.clone()).ok())
             .collect();
         (add, remove)
     }
@@ -363,7 +364,7 @@ impl Share {
             return Err("not a regular file".into());
         };
         validate_name(name).map_err(|e| e.to_string())?;
-        if meta.len() > sbcftp_tracker::api::MAX_FILE_SIZE {
+        if meta.len() > sbcftp_api::MAX_FILE_SIZE {
             return Err(format!(
                 "{} bytes is larger than the tracker accepts",
                 meta.len()
@@ -601,7 +602,10 @@ mod tests {
         let (add, remove) = idx4.diff(&old);
         assert_eq!(add.len(), 1);
         assert_eq!(add[0].name, "a.txt");
-        assert_eq!(add[0].hash, blake3::hash(b"changed").to_hex().as_str());
+        assert_eq!(
+            add[0].hash.to_string(),
+            blake3::hash(b"changed").to_hex().as_str()
+        );
         assert_eq!(remove, ["link-inside"]);
 
         // The served file is re-checked: a file changed behind the index's back is refused.
@@ -622,7 +626,7 @@ mod tests {
         let (idx, _) = s.scan().unwrap();
         assert_eq!(idx.hashed(), 1);
         assert_eq!(
-            idx.entries()[0].hash,
+            idx.entries()[0].hash.to_string(),
             blake3::hash(b"data").to_hex().as_str()
         );
         // The rewritten cache is used next time.

@@ -26,7 +26,7 @@ async fn browse_lists_picks_confirms_and_downloads() {
 
     // Which number is two.bin? The list is the tracker's order; find it from `files --json`.
     let out = peer_cmd(&tracker, &["files", "--json"]).await;
-    let list: sbcftp_tracker::api::ContentList = serde_json::from_slice(&out.stdout).unwrap();
+    let list: sbcftp_api::ContentList = serde_json::from_slice(&out.stdout).unwrap();
     let index = list
         .files
         .iter()

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use sbcftp_api::{Content, Peer};
 use sbcftp_peer::tracker_client::TrackerClient;
-use sbcftp_tracker::api::{Content, Peer};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -191,7 +191,7 @@ impl PeerProc {
                 && found.file_count == count
             {
                 p.addr = found.addr;
-                p.peer_id = found.peer_id;
+                p.peer_id = found.peer_id.to_string();
                 break;
             }
             if let Ok(Some(status)) = p.child.try_wait() {
