@@ -78,6 +78,7 @@ pub struct ServeArgs {
     pub advertise_port: Option<u16>,
 
     /// Where the hash cache is kept [default: <share>/.sbcftp].
+    #[allow(rustdoc::invalid_html_tags)] // the text is --help's, not HTML
     #[arg(long, env = "SBCFTP_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 

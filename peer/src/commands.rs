@@ -2,7 +2,7 @@
 //!
 //! They print their results to stdout (tables, or JSON with `--json`) and
 //! everything else (progress, warnings about sources) to stderr. `get` and
-//! `browse` share one download path ([`download_content`]), which runs the
+//! `browse` share one download path (`download_content`), which runs the
 //! blocking downloader on the blocking pool and turns Ctrl-C into a clean stop
 //! that keeps the verified part.
 
