@@ -23,13 +23,9 @@
 
 pub mod cli;
 pub mod commands;
-pub mod download;
-pub mod outline;
-pub mod protocol;
-pub mod serve;
-pub mod server;
 pub mod share;
 pub mod tracker_client;
+pub mod transfer;
 pub mod ui;
 
 use tokio_util::sync::CancellationToken;
@@ -43,7 +39,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Serve(args) => {
             // An empty key (as an unset variable in compose or systemd gives) means none.
             let key = cli.registration_key.filter(|k| !k.trim().is_empty());
-            serve::run(args, &cli.tracker, key, shutdown).await
+            commands::serve::run(args, &cli.tracker, key, shutdown).await
         }
         Command::Files(args) => commands::files(&client(&cli.tracker)?, args).await,
         Command::Peers(args) => commands::peers(&client(&cli.tracker)?, args).await,

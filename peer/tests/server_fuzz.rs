@@ -8,9 +8,9 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sbcftp_peer::protocol::{REQUEST_LEN, Request, ResponseHeader, Status};
-use sbcftp_peer::server::{self, ServerConfig};
 use sbcftp_peer::share::Share;
+use sbcftp_peer::transfer::server::{self, ServerConfig};
+use sbcftp_peer::transfer::wire::{REQUEST_LEN, Request, ResponseHeader, Status};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

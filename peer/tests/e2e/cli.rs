@@ -99,7 +99,7 @@ async fn ctrl_c_keeps_the_verified_part_and_the_next_run_resumes() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "slow.bin",
         blake3::hash(&data).as_bytes(),
     ));

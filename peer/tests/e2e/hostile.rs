@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use sbcftp_peer::protocol::{REQUEST_LEN, Request, ResponseHeader, Status};
+use sbcftp_peer::transfer::wire::{REQUEST_LEN, Request, ResponseHeader, Status};
 
 use crate::helpers::*;
 

@@ -180,7 +180,7 @@ async fn resume_after_the_source_is_killed() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "movie.bin",
         blake3::hash(&data).as_bytes(),
     ));
@@ -233,7 +233,7 @@ async fn frozen_source_fails_over_in_the_same_run() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "data.bin",
         blake3::hash(&data).as_bytes(),
     ));
@@ -279,7 +279,7 @@ async fn corrupt_source_is_detected_and_reported() {
     }
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "rot.bin",
         blake3::hash(&data).as_bytes(),
     ));
@@ -411,7 +411,7 @@ async fn sigterm_mid_transfer_leaves_and_aborts_cleanly() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "x.bin",
         blake3::hash(&data).as_bytes(),
     ));

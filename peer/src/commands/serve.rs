@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::cli::ServeArgs;
-use crate::server::{self, ServerConfig};
 use crate::share::{Share, ShareIndex};
 use crate::tracker_client::{Registration, TrackerClient, TrackerError};
+use crate::transfer::server::{self, ServerConfig};
 
 /// Longest wait between retries when the tracker is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

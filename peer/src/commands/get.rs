@@ -1,10 +1,9 @@
-//! The client commands: `files`, `peers`, `get` and `browse`.
+//! `get` and `browse`: find a content through the tracker and download it.
 //!
-//! They print their results to stdout (tables, or JSON with `--json`) and
-//! everything else (progress, warnings about sources) to stderr. `get` and
-//! `browse` share one download path ([`download_content`]), which runs the
-//! blocking downloader on the blocking pool and turns Ctrl-C into a clean stop
-//! that keeps the verified part.
+//! Both share one download path ([`download_content`]), which runs the
+//! blocking downloader on the blocking pool, shows a progress bar, turns
+//! Ctrl-C into a clean stop that keeps the verified part, and asks the
+//! tracker once more for sources when every source failed.
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
@@ -13,13 +12,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use indicatif::ProgressBar;
-use sbcftp_tracker::api::{Content, ContentList, validate_hash, validate_name};
+use sbcftp_tracker::api::{Content, validate_hash, validate_name};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BrowseArgs, DownloadArgs, FilesArgs, GetArgs, PeersArgs};
-use crate::download::{self, DownloadError, Job, Observer, Outcome, Source};
-use crate::outline;
+use crate::cli::{BrowseArgs, DownloadArgs, GetArgs};
 use crate::tracker_client::{TrackerClient, TrackerError};
+use crate::transfer::download::{self, Job, Observer, Outcome, Source};
+use crate::transfer::error::DownloadError;
+use crate::transfer::outline;
+use crate::transfer::part::part_name;
 use crate::ui;
 
 /// `println!` that returns the error instead of panicking (a closed pipe
@@ -37,51 +38,6 @@ macro_rules! out {
         let mut o = io::stdout().lock();
         write!(o, $($arg)*).and_then(|()| o.flush())?
     }};
-}
-
-/// `files [QUERY] [--json]`.
-pub async fn files(client: &TrackerClient, args: FilesArgs) -> anyhow::Result<()> {
-    let files = client.all_files(args.query.as_deref(), args.limit).await?;
-    let mut out = io::stdout().lock();
-    if args.json {
-        let list = ContentList {
-            files,
-            next_cursor: None,
-        };
-        serde_json::to_writer_pretty(&mut out, &list)?;
-        writeln!(out)?;
-    } else if files.is_empty() {
-        writeln!(
-            out,
-            "no files{}",
-            match &args.query {
-                Some(q) => format!(" matching {}", ui::safe(q)),
-                None => String::new(),
-            }
-        )?;
-    } else {
-        let (header, rows) = ui::content_rows(&files, false);
-        ui::write_table(&mut out, &header, &rows)?;
-    }
-    out.flush()?;
-    Ok(())
-}
-
-/// `peers [--json]`.
-pub async fn peers(client: &TrackerClient, args: PeersArgs) -> anyhow::Result<()> {
-    let list = client.all_peers(args.limit).await?;
-    let mut out = io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &list)?;
-        writeln!(out)?;
-    } else if list.peers.is_empty() {
-        writeln!(out, "no peers online")?;
-    } else {
-        let (header, rows) = ui::peer_rows(&list.peers);
-        ui::write_table(&mut out, &header, &rows)?;
-    }
-    out.flush()?;
-    Ok(())
 }
 
 /// `get <HASH|NAME>`.
@@ -290,7 +246,7 @@ async fn download_content(
                 size: content.size,
                 part: args
                     .out
-                    .join(download::part_name(&job.name, &hash))
+                    .join(part_name(&job.name, &hash))
                     .display()
                     .to_string(),
             });

@@ -10,10 +10,11 @@
 //! values (CVs) merge up to exactly the file's BLAKE3 hash ([`root`]).
 //!
 //! The list of CVs is the file's *outline* (32 bytes per block). A downloader
-//! fetches the outline, checks that it merges to the hash it asked for, and
-//! then checks every block against its CV before writing it ([`verify_block`]),
-//! so a corrupt byte is caught per block, and blocks may come from any peer in
-//! any order. A single-block file's outline is its hash itself.
+//! fetches the outline, checks that it merges to the hash it asked for (an
+//! [`Outline`] exists only once that check passed), and then checks every
+//! block against its CV before writing it ([`Outline::verify_block`]), so a
+//! corrupt byte is caught per block, and blocks may come from any peer in any
+//! order. A single-block file's outline is its hash itself.
 //!
 //! Hashing a file here ([`hash_file`]) reads and hashes blocks in parallel on
 //! the rayon pool and yields both the hash and the outline in one pass.
@@ -79,15 +80,6 @@ pub fn block_cv(size: u64, index: u64, data: &[u8]) -> Cv {
     h.finalize_non_root()
 }
 
-/// Whether `data` is block `index` of the file of `size` bytes whose outline is `cvs`.
-pub fn verify_block(size: u64, index: u64, data: &[u8], cvs: &[Cv]) -> bool {
-    let (start, end) = block_range(size, index);
-    let Some(expected) = usize::try_from(index).ok().and_then(|i| cvs.get(i)) else {
-        return false;
-    };
-    data.len() as u64 == end - start && block_cv(size, index, data) == *expected
-}
-
 /// Merges an outline up to the root hash. `None` for an empty list.
 pub fn root(cvs: &[Cv]) -> Option<Cv> {
     match cvs.len() {
@@ -118,8 +110,103 @@ fn largest_power_of_two_below(n: usize) -> usize {
 }
 
 /// Whether `cvs` is a well-formed outline of `hash` for a file of `size` bytes.
-pub fn outline_matches(size: u64, cvs: &[Cv], hash: &Cv) -> bool {
+fn outline_matches(size: u64, cvs: &[Cv], hash: &Cv) -> bool {
     cvs.len() as u64 == block_count(size) && root(cvs).as_ref() == Some(hash)
+}
+
+/// A content's outline, checked against the content's hash: a value of this
+/// type always merges to the hash it was made for, so a block that
+/// [`verify_block`](Outline::verify_block) accepts is a block of that content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outline {
+    size: u64,
+    cvs: Vec<Cv>,
+}
+
+/// Why an OUTLINE payload from a peer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OutlineError {
+    /// The payload's size field is not the size the content should have.
+    #[error("has {announced} bytes of this content; the tracker says {expected}")]
+    WrongSize { announced: u64, expected: u64 },
+    /// The chaining values do not merge to the content hash.
+    #[error("sent an outline that does not match the content hash")]
+    NoMatch,
+}
+
+impl Outline {
+    /// The outline `cvs` of a content of `size` bytes, if it is one of `hash`.
+    pub fn verified(size: u64, cvs: Vec<Cv>, hash: &Cv) -> Option<Outline> {
+        outline_matches(size, &cvs, hash).then_some(Outline { size, cvs })
+    }
+
+    /// The content's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The block chaining values, one per block.
+    pub fn cvs(&self) -> &[Cv] {
+        &self.cvs
+    }
+
+    /// Number of blocks (see [`block_count`]).
+    pub fn block_count(&self) -> u64 {
+        block_count(self.size)
+    }
+
+    /// The byte range `[start, end)` of block `index`.
+    pub fn block_range(&self, index: u64) -> (u64, u64) {
+        block_range(self.size, index)
+    }
+
+    /// Whether `data` is block `index` of the content.
+    pub fn verify_block(&self, index: u64, data: &[u8]) -> bool {
+        let (start, end) = self.block_range(index);
+        let Some(expected) = usize::try_from(index).ok().and_then(|i| self.cvs.get(i)) else {
+            return false;
+        };
+        data.len() as u64 == end - start && block_cv(self.size, index, data) == *expected
+    }
+
+    /// The payload of an OK OUTLINE answer: the size (u64, big-endian), then
+    /// the chaining values; [`outline_len`] bytes.
+    pub fn to_payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.cvs.len() * 32);
+        out.extend_from_slice(&self.size.to_be_bytes());
+        for cv in &self.cvs {
+            out.extend_from_slice(cv);
+        }
+        out
+    }
+
+    /// Reads an OK OUTLINE payload for the content `hash` of `size` bytes.
+    /// The caller has checked that the payload is [`outline_len`]`(size)`
+    /// bytes long before reading it.
+    pub fn from_payload(payload: &[u8], size: u64, hash: &Cv) -> Result<Outline, OutlineError> {
+        let (head, body) = payload.split_at(payload.len().min(8));
+        let announced = <[u8; 8]>::try_from(head)
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        if announced != size {
+            return Err(OutlineError::WrongSize {
+                announced,
+                expected: size,
+            });
+        }
+        if body.len() % 32 != 0 {
+            return Err(OutlineError::NoMatch);
+        }
+        let cvs = body
+            .chunks_exact(32)
+            .map(|c| {
+                let mut cv = [0u8; 32];
+                cv.copy_from_slice(c);
+                cv
+            })
+            .collect();
+        Outline::verified(size, cvs, hash).ok_or(OutlineError::NoMatch)
+    }
 }
 
 /// Hashes an open file of `size` bytes: its BLAKE3 hash and its outline.
@@ -129,7 +216,7 @@ pub fn hash_file(
     file: &File,
     size: u64,
     progress: &(dyn Fn(u64) + Sync),
-) -> io::Result<(Cv, Vec<Cv>)> {
+) -> io::Result<(Cv, Outline)> {
     let n = block_count(size);
     let cvs = (0..n)
         .into_par_iter()
@@ -141,7 +228,7 @@ pub fn hash_file(
         })
         .collect::<io::Result<Vec<Cv>>>()?;
     let hash = root(&cvs).ok_or_else(|| io::Error::other("empty outline"))?;
-    Ok((hash, cvs))
+    Ok((hash, Outline { size, cvs }))
 }
 
 fn hash_block(file: &File, size: u64, index: u64, start: u64, end: u64) -> io::Result<Cv> {
@@ -221,7 +308,11 @@ mod tests {
         let max = sbcftp_tracker::api::MAX_FILE_SIZE;
         assert!(block_count(max) <= 1 << 16);
         for size in [1u64, 1000, 1 << 20, 3 << 20, (1 << 40) + 7, max] {
-            assert!(block_count(size) <= crate::protocol::MAX_BLOCKS, "{size}");
+            assert!(
+                block_count(size) <= super::super::wire::MAX_BLOCKS,
+                "{size}"
+            );
+            assert!(outline_len(size) <= super::super::wire::max_outline_len());
         }
     }
 
@@ -251,21 +342,21 @@ mod tests {
                 .collect();
             let expected = *blake3::hash(&d).as_bytes();
             assert_eq!(root(&cvs), Some(expected), "len {len}");
-            assert!(outline_matches(size, &cvs, &expected));
+            let outline = Outline::verified(size, cvs.clone(), &expected).unwrap();
 
             let mut f = tempfile::tempfile().unwrap();
             f.write_all(&d).unwrap();
-            let (h, fcvs) = hash_file(&f, size, &|_| {}).unwrap();
+            let (h, hashed) = hash_file(&f, size, &|_| {}).unwrap();
             assert_eq!(h, expected, "hash_file len {len}");
-            assert_eq!(fcvs, cvs);
+            assert_eq!(hashed, outline);
 
             for i in 0..block_count(size) {
                 let (s, e) = block_range(size, i);
                 let mut blk = d[s as usize..e as usize].to_vec();
-                assert!(verify_block(size, i, &blk, &cvs));
+                assert!(outline.verify_block(i, &blk));
                 if !blk.is_empty() {
                     blk[0] ^= 1;
-                    assert!(!verify_block(size, i, &blk, &cvs));
+                    assert!(!outline.verify_block(i, &blk));
                 }
             }
         }
@@ -277,15 +368,48 @@ mod tests {
         let size = d.len() as u64;
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&d).unwrap();
-        let (h, cvs) = hash_file(&f, size, &|_| {}).unwrap();
+        let (h, outline) = hash_file(&f, size, &|_| {}).unwrap();
+        let cvs = outline.cvs().to_vec();
         let mut bad = cvs.clone();
         bad[1][0] ^= 1;
-        assert!(!outline_matches(size, &bad, &h));
-        assert!(!outline_matches(size, &cvs[..2], &h));
-        assert!(!outline_matches(size + (1 << 20), &cvs, &h));
-        assert!(!verify_block(size, 7, &d[..10], &cvs));
+        assert!(Outline::verified(size, bad, &h).is_none());
+        assert!(Outline::verified(size, cvs[..2].to_vec(), &h).is_none());
+        assert!(Outline::verified(size + (1 << 20), cvs.clone(), &h).is_none());
+        assert!(!outline.verify_block(7, &d[..10]));
         // A block swapped into another position does not verify.
-        assert!(!verify_block(size, 1, &d[..1 << 20], &cvs));
+        assert!(!outline.verify_block(1, &d[..1 << 20]));
+    }
+
+    #[test]
+    fn outline_payload_round_trips_and_is_checked() {
+        let d = data((2 << 20) + 5);
+        let size = d.len() as u64;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&d).unwrap();
+        let (h, outline) = hash_file(&f, size, &|_| {}).unwrap();
+        let p = outline.to_payload();
+        assert_eq!(p.len() as u64, outline_len(size));
+        assert_eq!(p[..8], size.to_be_bytes());
+        assert_eq!(Outline::from_payload(&p, size, &h), Ok(outline));
+
+        assert_eq!(
+            Outline::from_payload(&p, size + 1, &h),
+            Err(OutlineError::WrongSize {
+                announced: size,
+                expected: size + 1
+            })
+        );
+        let mut bad = p.clone();
+        bad[40] ^= 1;
+        assert_eq!(
+            Outline::from_payload(&bad, size, &h),
+            Err(OutlineError::NoMatch)
+        );
+        assert_eq!(
+            Outline::from_payload(&p[..p.len() - 1], size, &h),
+            Err(OutlineError::NoMatch)
+        );
+        assert!(Outline::from_payload(&[], 0, &h).is_err());
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //! client sends. A response announces its payload length, and the client
 //! checks that length against what it expects (see [`max_outline_len`],
 //! [`MAX_MESSAGE_LEN`]) before it reads or allocates anything.
+//!
+//! The payload of an OK OUTLINE answer is encoded by
+//! [`Outline`](super::outline::Outline); reading and writing frames on a
+//! socket, with deadlines, is [`Connection`](super::connection::Connection)'s job.
 
 use std::fmt;
 
@@ -31,7 +35,7 @@ pub const RESPONSE_HEADER_LEN: usize = 16;
 /// Longest error message a response may carry, in bytes.
 pub const MAX_MESSAGE_LEN: u64 = 1024;
 
-/// Most blocks a file is ever split into (see [`crate::outline`]).
+/// Most blocks a file is ever split into (see [`super::outline`]).
 pub const MAX_BLOCKS: u64 = 1 << 16;
 
 /// Length of a BLAKE3 hash or chaining value.
@@ -342,54 +346,6 @@ pub fn encode_error(status: Status, message: &str) -> Vec<u8> {
     out
 }
 
-/// Encodes an OK OUTLINE payload: the size, then the chaining values.
-pub fn encode_outline(size: u64, cvs: &[[u8; HASH_LEN]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + cvs.len() * HASH_LEN);
-    out.extend_from_slice(&size.to_be_bytes());
-    for cv in cvs {
-        out.extend_from_slice(cv);
-    }
-    out
-}
-
-/// Why an OUTLINE payload was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutlineError {
-    /// The payload length does not match the block count the size implies.
-    LengthMismatch {
-        /// Length the size implies.
-        expected: u64,
-        /// Length the peer sent.
-        actual: u64,
-    },
-}
-
-impl fmt::Display for OutlineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OutlineError::LengthMismatch { expected, actual } => write!(
-                f,
-                "outline payload is {actual} bytes; its size field implies {expected}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for OutlineError {}
-
-/// Splits an OUTLINE payload's chaining values, after its size field has been
-/// read and the payload length checked with [`crate::outline::outline_len`].
-pub fn decode_cvs(bytes: &[u8]) -> Vec<[u8; HASH_LEN]> {
-    bytes
-        .chunks_exact(HASH_LEN)
-        .map(|c| {
-            let mut cv = [0u8; HASH_LEN];
-            cv.copy_from_slice(c);
-            cv
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -559,15 +515,5 @@ mod tests {
         assert!(h.length <= MAX_MESSAGE_LEN);
         assert_eq!(h.length as usize, out.len() - RESPONSE_HEADER_LEN);
         assert!(std::str::from_utf8(&out[RESPONSE_HEADER_LEN..]).is_ok());
-    }
-
-    #[test]
-    fn outline_payload_round_trips() {
-        let cvs = vec![[1u8; 32], [2u8; 32], [3u8; 32]];
-        let p = encode_outline(12345, &cvs);
-        assert_eq!(p.len(), 8 + 96);
-        assert_eq!(u64::from_be_bytes(array8(&p[0..8])), 12345);
-        assert_eq!(decode_cvs(&p[8..]), cvs);
-        assert!(max_outline_len() == 8 + 32 * 65536);
     }
 }
