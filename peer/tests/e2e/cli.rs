@@ -168,4 +168,21 @@ async fn private_tracker_needs_the_registration_key() {
         &["--registration-key", "s3cret"],
     )
     .await;
+
+    // With the key in the peer's own variable: registered. The tracker's
+    // variables of the same meaning are not the peer's: set to values that
+    // would fail, they change nothing.
+    let _q = PeerProc::start_env(
+        &tracker,
+        "127.0.0.4",
+        &[("h", b"h")],
+        &[],
+        &[
+            ("SBCFTP_PEER_REGISTRATION_KEY", "s3cret"),
+            ("SBCFTP_REGISTRATION_KEY", "wrong"),
+            ("SBCFTP_LISTEN", "not an address"),
+            ("SBCFTP_MAX_CONNECTIONS", "not a number"),
+        ],
+    )
+    .await;
 }
