@@ -81,8 +81,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SBCFTP_ADVERTISE_PORT")]
     pub advertise_port: Option<u16>,
 
-    /// Where the hash cache is kept [default: <share>/.sbcftp].
-    #[arg(long, env = "SBCFTP_CACHE_DIR")]
+    // The help text is an attribute, not a doc comment: rustdoc would read
+    // `<share>` as an HTML tag.
+    #[arg(
+        long,
+        env = "SBCFTP_CACHE_DIR",
+        help = "Where the hash cache is kept [default: <share>/.sbcftp]"
+    )]
     pub cache_dir: Option<PathBuf>,
 
     /// How often the share folder is rescanned (stat only; changed files are
@@ -163,7 +168,6 @@ pub struct GetArgs {
     /// Save under this name instead of the content's name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Download options.
     #[command(flatten)]
     pub download: DownloadArgs,
 }
@@ -173,7 +177,6 @@ pub struct GetArgs {
 pub struct BrowseArgs {
     /// Only list contents whose name contains this text.
     pub query: Option<String>,
-    /// Download options.
     #[command(flatten)]
     pub download: DownloadArgs,
 }

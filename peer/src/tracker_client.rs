@@ -38,7 +38,6 @@ pub enum TrackerError {
     /// Any other error answer.
     #[error("the tracker answered {status}: {detail}")]
     Status {
-        /// HTTP status.
         status: StatusCode,
         /// The problem's detail (or title, or body excerpt).
         detail: String,

@@ -1,6 +1,6 @@
 //! `get` and `browse`: find a content through the tracker and download it.
 //!
-//! Both share one download path ([`download_content`]), which runs the
+//! Both share one download path (`download_content`), which runs the
 //! blocking downloader on the blocking pool, shows a progress bar, turns
 //! Ctrl-C into a clean stop that keeps the verified part, and asks the
 //! tracker once more for sources when every source failed.

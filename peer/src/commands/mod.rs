@@ -11,6 +11,3 @@
 pub mod get;
 pub mod list;
 pub mod serve;
-
-pub use get::{browse, get};
-pub use list::{files, peers};

@@ -10,7 +10,7 @@
 //!
 //! Scanning is blocking work (call it from `spawn_blocking`): it stats every
 //! entry, reuses the hash of any file whose size, mtime and inode match the
-//! previous scan or the on-disk cache ([`cache`]: `<cache dir>/hashes.json`,
+//! previous scan or the on-disk cache (`cache.rs`: `<cache dir>/hashes.json`,
 //! written atomically), and hashes the rest in parallel with
 //! [`hash_file`](crate::transfer::outline::hash_file), showing a progress bar
 //! on a terminal when there is much to hash.

@@ -62,7 +62,6 @@ pub struct Job {
 pub enum Outcome {
     /// The file was downloaded and verified.
     Done {
-        /// Its final path.
         path: PathBuf,
         /// Bytes received over the network in this run.
         received: u64,

@@ -59,7 +59,6 @@ pub enum Kind {
 /// One request frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
-    /// What is asked for.
     pub kind: Kind,
     /// The content's BLAKE3 hash.
     pub hash: [u8; HASH_LEN],
@@ -70,17 +69,22 @@ pub struct Request {
 }
 
 /// Why a request frame was refused. Each maps to a response [`Status`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// The frame does not start with [`MAGIC`]: not this protocol.
+    #[error("not an SBCF request (bad magic)")]
     BadMagic,
     /// A version this server does not speak.
+    #[error("protocol version {0} is not supported; this peer speaks {VERSION}")]
     UnsupportedVersion(u8),
     /// A kind byte that is neither OUTLINE nor READ.
+    #[error("unknown request kind {0}")]
     UnknownKind(u8),
     /// The reserved field is not zero.
+    #[error("reserved field is not zero")]
     ReservedNotZero,
     /// OUTLINE with a non-zero offset or length.
+    #[error("an OUTLINE request must have offset 0 and length 0")]
     OutlineWithRange,
 }
 
@@ -103,27 +107,6 @@ impl RequestError {
         )
     }
 }
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RequestError::BadMagic => f.write_str("not an SBCF request (bad magic)"),
-            RequestError::UnsupportedVersion(v) => {
-                write!(
-                    f,
-                    "protocol version {v} is not supported; this peer speaks {VERSION}"
-                )
-            }
-            RequestError::UnknownKind(k) => write!(f, "unknown request kind {k}"),
-            RequestError::ReservedNotZero => f.write_str("reserved field is not zero"),
-            RequestError::OutlineWithRange => {
-                f.write_str("an OUTLINE request must have offset 0 and length 0")
-            }
-        }
-    }
-}
-
-impl std::error::Error for RequestError {}
 
 impl Request {
     /// An OUTLINE request for `hash`.
@@ -252,42 +235,27 @@ impl fmt::Display for Status {
 pub struct ResponseHeader {
     /// The responder's protocol version.
     pub version: u8,
-    /// The answer's status.
     pub status: Status,
     /// Payload length in bytes.
     pub length: u64,
 }
 
 /// Why a response header was refused by a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
     /// The header does not start with [`MAGIC`].
+    #[error("not an SBCF response (bad magic)")]
     BadMagic,
     /// A version this client does not speak.
+    #[error("peer answered with protocol version {0}; this peer speaks {VERSION}")]
     UnsupportedVersion(u8),
     /// A status byte this client does not know.
+    #[error("unknown response status {0}")]
     UnknownStatus(u8),
     /// The reserved field is not zero.
+    #[error("reserved field is not zero")]
     ReservedNotZero,
 }
-
-impl fmt::Display for ResponseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ResponseError::BadMagic => f.write_str("not an SBCF response (bad magic)"),
-            ResponseError::UnsupportedVersion(v) => {
-                write!(
-                    f,
-                    "peer answered with protocol version {v}; this peer speaks {VERSION}"
-                )
-            }
-            ResponseError::UnknownStatus(s) => write!(f, "unknown response status {s}"),
-            ResponseError::ReservedNotZero => f.write_str("reserved field is not zero"),
-        }
-    }
-}
-
-impl std::error::Error for ResponseError {}
 
 impl ResponseHeader {
     /// A header with this crate's version.

@@ -1,16 +1,16 @@
 //! The peer's TCP server: accept loop, connection cap and shutdown (async),
 //! with each accepted connection answered on a blocking thread by
-//! [`respond`].
+//! `respond`.
 //!
 //! Shaped like mini-redis's `server::run(listener, shutdown)`: the caller binds
 //! the listener (tests use port 0) and passes a cancellation token. The
-//! connection [`Slots`] cap concurrent connections; a connection over the cap
+//! connection `Slots` cap concurrent connections; a connection over the cap
 //! is answered BUSY and closed without taking a slot.
 //!
 //! Each accepted connection is turned into a blocking `std::net::TcpStream`
 //! wrapped in a [`Connection`] and served on tokio's blocking pool: the data
 //! path runs like a plain file→TCP copy, where `tokio::io::copy` over
-//! `tokio::fs::File` would move a tenth of that (see [`respond`]).
+//! `tokio::fs::File` would move a tenth of that (see `respond.rs`).
 //!
 //! Shutdown: stop accepting, close the read side of every connection (idle ones
 //! end at once, a response being written is finished), and after
