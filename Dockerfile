@@ -12,12 +12,15 @@ FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
 WORKDIR /src
 # Manifests first, so the dependency layer is cached while only sources change.
 COPY Cargo.toml Cargo.lock ./
+COPY api/Cargo.toml api/Cargo.toml
 COPY tracker/Cargo.toml tracker/Cargo.toml
 COPY peer/Cargo.toml peer/Cargo.toml
-RUN mkdir -p tracker/src peer/src \
+RUN mkdir -p api/src tracker/src peer/src \
+    && touch api/src/lib.rs \
     && echo 'fn main() {}' > tracker/src/main.rs && touch tracker/src/lib.rs \
     && echo 'fn main() {}' > peer/src/main.rs && touch peer/src/lib.rs \
     && cargo fetch --locked
+COPY api api
 COPY tracker tracker
 COPY peer peer
 COPY migrations migrations

@@ -12,8 +12,8 @@
 //!   the part file [`transfer::part`]). Its module doc says which code is
 //!   blocking and where async starts.
 //! - [`share`]: the share folder, its index (by hash) and the hash cache.
-//! - [`tracker_client`]: the tracker's REST API, with the tracker's own types
-//!   (`sbcftp_tracker::api`).
+//! - [`tracker_client`]: the tracker's REST API, with the request/response
+//!   types shared with the tracker (`sbcftp_api`).
 //! - [`commands`]: one module per subcommand: [`commands::serve`] (scan,
 //!   register, heartbeat, rescan, leave, and run the server),
 //!   [`commands::list`] (`files`, `peers`), [`commands::get`] (`get`,

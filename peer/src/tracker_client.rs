@@ -1,5 +1,5 @@
 //! The tracker's REST API as seen by a peer: one method per endpoint, using
-//! the tracker's own request/response types (`sbcftp_tracker::api`).
+//! the request/response types shared with the tracker (`sbcftp_api`).
 //!
 //! Every request has a timeout. Errors keep the tracker's problem+json
 //! `detail` (shown to the user) and tell apart what a caller reacts to
@@ -12,9 +12,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
-use sbcftp_tracker::api::{
-    API_PREFIX, Content, ContentList, FileEntry, FilesUpdated, HeartbeatResponse,
-    PatchFilesRequest, PeerList, Problem, RegisterRequest, RegisterResponse, ReplaceFilesRequest,
+use sbcftp_api::{
+    API_PREFIX, Content, ContentHash, ContentList, FileEntry, FilesUpdated, HeartbeatResponse,
+    PatchFilesRequest, PeerId, PeerList, Problem, RegisterRequest, RegisterResponse,
+    ReplaceFilesRequest,
 };
 use serde::de::DeserializeOwned;
 
@@ -64,7 +65,7 @@ impl TrackerError {
 #[derive(Clone)]
 pub struct Registration {
     /// The tracker's id for this peer.
-    pub peer_id: String,
+    pub peer_id: PeerId,
     /// Bearer token for heartbeat, file changes and leaving.
     pub token: String,
 }
@@ -302,7 +303,7 @@ impl TrackerClient {
     }
 
     /// `GET /api/v1/files/{hash}`.
-    pub async fn content(&self, hash: &str) -> Result<Content, TrackerError> {
+    pub async fn content(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
         let url = self.url(&format!("/files/{hash}"), &[])?;
         self.expect(Method::GET, url, None, None::<&()>).await
     }

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sbcftp_tracker::api::{Content, Peer};
+use sbcftp_api::{Content, Peer};
 
 /// `1536` → `"1.5 KiB"`.
 pub fn human_bytes(n: u64) -> String {
@@ -118,7 +118,7 @@ pub fn content_rows(contents: &[Content], numbered: bool) -> (Vec<&'static str>,
             let mut row = vec![
                 names,
                 human_bytes(c.size),
-                c.hash.chars().take(12).collect(),
+                c.hash.to_string().chars().take(12).collect(),
                 c.peers.len().to_string(),
             ];
             if numbered {
@@ -137,7 +137,7 @@ pub fn peer_rows(peers: &[Peer]) -> (Vec<&'static str>, Vec<Vec<String>>) {
         .iter()
         .map(|p| {
             vec![
-                safe(&p.peer_id),
+                p.peer_id.to_string(),
                 safe(&p.addr),
                 p.file_count.to_string(),
                 last_seen(&p.last_seen),

@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::api::Problem;
+use sbcftp_api::Problem;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";

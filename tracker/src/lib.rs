@@ -1,11 +1,10 @@
 //! SBCFTP tracker: the REST central index of peers and the files they share.
 //!
-//! Without the `server` feature this crate is only [`api`], the request and
-//! response bodies shared with the peer.
+//! The JSON bodies and the values in them (content hashes, peer ids, file
+//! names) are the crate `sbcftp_api`, shared with the peer.
 //!
 //! # Layout
 //!
-//! - [`api`]: the JSON shapes and their validation (shared with the peer).
 //! - [`config`]: flags and `SBCFTP_…` environment variables.
 //! - [`run`]: connects, migrates, serves until shutdown; `main.rs` is thin.
 //! - `routes/`: one module per feature (peers, files, health), merged in
@@ -17,33 +16,19 @@
 //! - `addr`: the peer's address from the connection (and trusted proxies).
 //! - `openapi`, `metrics`.
 
-pub mod api;
-
-#[cfg(feature = "server")]
 mod addr;
-#[cfg(feature = "server")]
 pub mod config;
-#[cfg(feature = "server")]
 mod error;
-#[cfg(feature = "server")]
 mod liveness;
-#[cfg(feature = "server")]
 mod metrics;
-#[cfg(feature = "server")]
 pub mod openapi;
-#[cfg(feature = "server")]
 mod routes;
-#[cfg(feature = "server")]
 mod state;
-#[cfg(feature = "server")]
 mod store;
 
-#[cfg(feature = "server")]
 pub use config::Config;
-#[cfg(feature = "server")]
 pub use server::run;
 
-#[cfg(feature = "server")]
 mod server {
     use std::net::SocketAddr;
     use std::sync::Arc;
@@ -126,7 +111,6 @@ mod server {
 }
 
 /// Now, in unix milliseconds.
-#[cfg(feature = "server")]
 pub(crate) fn now_ms() -> i64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -135,13 +119,11 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// The TTL in milliseconds.
-#[cfg(feature = "server")]
 pub(crate) fn ttl_ms(config: &Config) -> i64 {
     i64::try_from(config.peer_ttl.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The oldest `last_seen` of a peer that counts as online.
-#[cfg(feature = "server")]
 pub(crate) fn online_since(config: &Config) -> i64 {
     now_ms().saturating_sub(ttl_ms(config))
 }

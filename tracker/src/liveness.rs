@@ -30,6 +30,8 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use sbcftp_api::PeerId;
+
 use crate::error::Error;
 use crate::state::AppState;
 use crate::store::Store;
@@ -60,8 +62,8 @@ pub struct Stats {
 /// The heartbeat cache and pending set.
 #[derive(Debug, Default)]
 pub struct Liveness {
-    tokens: RwLock<HashMap<String, Arc<Known>>>,
-    pending: Mutex<HashSet<String>>,
+    tokens: RwLock<HashMap<PeerId, Arc<Known>>>,
+    pending: Mutex<HashSet<PeerId>>,
     /// Counters.
     pub stats: Stats,
 }
@@ -86,7 +88,7 @@ impl Liveness {
     pub async fn authenticate(
         &self,
         store: &Store,
-        peer_id: &str,
+        peer_id: &PeerId,
         token: &str,
         ttl_ms: i64,
     ) -> Result<(), Error> {
@@ -96,16 +98,16 @@ impl Liveness {
             Some(k) if now - k.alive_at.load(Ordering::Relaxed) <= ttl_ms => k,
             _ => {
                 let Some((hex, last_seen)) = store.peer_auth(peer_id).await? else {
-                    self.forget(std::iter::once(&peer_id.to_owned()));
-                    return Err(no_peer(peer_id));
+                    self.forget(std::iter::once(peer_id));
+                    return Err(no_peer(&peer_id.to_string()));
                 };
                 if now - last_seen > ttl_ms {
                     // Missed its heartbeats: dead, whether or not swept yet.
-                    self.forget(std::iter::once(&peer_id.to_owned()));
-                    return Err(no_peer(peer_id));
+                    self.forget(std::iter::once(peer_id));
+                    return Err(no_peer(&peer_id.to_string()));
                 }
                 let Ok(h) = blake3::Hash::from_hex(hex.as_bytes()) else {
-                    tracing::error!(peer_id, "stored token hash is not valid hex");
+                    tracing::error!(%peer_id, "stored token hash is not valid hex");
                     return Err(Error::Forbidden(
                         "the token does not match this peer".into(),
                     ));
@@ -126,22 +128,21 @@ impl Liveness {
     /// Caches a peer's token hash after registration at `registered_at`
     /// (the same instant as its `last_seen` row, so the cache never thinks a
     /// peer alive that listings already hide).
-    pub fn remember(&self, peer_id: &str, hash: blake3::Hash, registered_at: i64) {
+    pub fn remember(&self, peer_id: &PeerId, hash: blake3::Hash, registered_at: i64) {
         self.remember_at(peer_id, hash, registered_at);
     }
 
-    fn remember_at(&self, peer_id: &str, token_hash: blake3::Hash, alive_at: i64) -> Arc<Known> {
+    fn remember_at(&self, peer_id: &PeerId, token_hash: blake3::Hash, alive_at: i64) -> Arc<Known> {
         let known = Arc::new(Known {
             token_hash,
             alive_at: AtomicI64::new(alive_at),
         });
-        self.write_tokens()
-            .insert(peer_id.to_owned(), known.clone());
+        self.write_tokens().insert(*peer_id, known.clone());
         known
     }
 
     /// Drops peers from the cache and the pending set.
-    pub fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a String> + Clone) {
+    pub fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a PeerId> + Clone) {
         {
             let mut t = self.write_tokens();
             for id in ids.clone() {
@@ -156,33 +157,29 @@ impl Liveness {
 
     /// Records a heartbeat (of an authenticated peer), to be written at the
     /// next flush.
-    pub fn beat(&self, peer_id: &str) {
+    pub fn beat(&self, peer_id: &PeerId) {
         if let Some(k) = self.read_tokens().get(peer_id) {
             k.alive_at.store(crate::now_ms(), Ordering::Relaxed);
         }
-        let mut p = self.lock_pending();
-        if !p.contains(peer_id) {
-            p.insert(peer_id.to_owned());
-        }
-        drop(p);
+        self.lock_pending().insert(*peer_id);
         self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn read_tokens(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Known>>> {
+    fn read_tokens(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PeerId, Arc<Known>>> {
         self.tokens.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_tokens(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Known>>> {
+    fn write_tokens(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PeerId, Arc<Known>>> {
         self.tokens.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<PeerId>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Writes pending heartbeats to the database.
     pub async fn flush(&self, store: &Store) {
-        let ids: Vec<String> = std::mem::take(&mut *self.lock_pending())
+        let ids: Vec<PeerId> = std::mem::take(&mut *self.lock_pending())
             .into_iter()
             .collect();
         if ids.is_empty() {

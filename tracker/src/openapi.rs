@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
                        never pass through it. Errors are RFC 9457 `application/problem+json`."
     ),
     modifiers(&BearerAuth),
-    components(schemas(crate::api::Problem, crate::api::FileEntry)),
+    components(schemas(sbcftp_api::Problem, sbcftp_api::FileEntry)),
     tags(
         (name = "peers", description = "Registration, liveness and file lists"),
         (name = "files", description = "Search and list contents"),

@@ -10,17 +10,15 @@ use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use indicatif::ProgressBar;
-use sbcftp_tracker::api::{Content, validate_hash, validate_name};
+use sbcftp_api::{Content, ContentHash, FileName};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{BrowseArgs, DownloadArgs, GetArgs};
 use crate::tracker_client::{TrackerClient, TrackerError};
 use crate::transfer::download::{self, Job, Observer, Outcome, Source};
 use crate::transfer::error::DownloadError;
-use crate::transfer::outline;
-use crate::transfer::part::part_name;
 use crate::ui;
 
 /// `println!` that returns the error instead of panicking (a closed pipe
@@ -47,32 +45,39 @@ pub async fn get(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let lowered = args.what.to_ascii_lowercase();
-    let (content, name) = if validate_hash(&lowered).is_ok() {
-        let content = match client.content(&lowered).await {
+    let (content, name) = if let Ok(hash) = ContentHash::parse(&lowered) {
+        let content = match client.content(&hash).await {
             Ok(c) => c,
             Err(TrackerError::NotFound(_)) => bail!("no online peer shares {lowered}"),
             Err(e) => return Err(e.into()),
         };
-        let name = args
-            .name
-            .clone()
-            .or_else(|| {
-                content
-                    .names
-                    .iter()
-                    .find(|n| validate_name(n).is_ok())
-                    .cloned()
-            })
-            .unwrap_or_else(|| lowered.clone());
+        let name = default_name(&content)?;
         (content, name)
     } else {
         let content = find_by_name(client, &args.what).await?;
-        (
-            content,
-            args.name.clone().unwrap_or_else(|| args.what.clone()),
-        )
+        let name = content
+            .names
+            .iter()
+            .find(|n| **n == args.what)
+            .cloned()
+            .context("the tracker's answer does not have the name asked for")?;
+        (content, name)
+    };
+    let name = match args.name {
+        Some(n) => FileName::new(n.as_str())
+            .map_err(|e| anyhow!("cannot save under the name {n:?}: {e}"))?,
+        None => name,
     };
     download_content(client, content, name, &args.download, cancel).await
+}
+
+/// The name a content is saved under when the user names none: its first
+/// name, or its hash when it has none.
+fn default_name(content: &Content) -> anyhow::Result<FileName> {
+    match content.names.first() {
+        Some(name) => Ok(name.clone()),
+        None => Ok(FileName::new(content.hash.to_string())?),
+    }
 }
 
 /// The one content that has exactly this name.
@@ -145,12 +150,7 @@ pub async fn browse(
             _ => outln!("please enter a number from 1 to {}", files.len()),
         }
     };
-    let name = content
-        .names
-        .iter()
-        .find(|n| validate_name(n).is_ok())
-        .cloned()
-        .unwrap_or_else(|| content.hash.clone());
+    let name = default_name(&content)?;
     out!(
         "Download {} ({}) from {} peer(s)? [Y/n] ",
         ui::safe(&name),
@@ -196,11 +196,11 @@ impl Observer for BarObserver {
 async fn download_content(
     client: &TrackerClient,
     content: Content,
-    name: String,
+    name: FileName,
     args: &DownloadArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    if content.size > sbcftp_tracker::api::MAX_FILE_SIZE {
+    if content.size > sbcftp_api::MAX_FILE_SIZE {
         bail!(
             "the tracker announced an impossible size ({} bytes)",
             content.size
@@ -209,10 +209,8 @@ async fn download_content(
     if content.peers.is_empty() {
         bail!("no online peer shares {} right now", content.hash);
     }
-    let hash = outline::from_hex(&content.hash)
-        .with_context(|| format!("the tracker sent a bad hash {:?}", ui::safe(&content.hash)))?;
     let job = Arc::new(Job {
-        hash,
+        hash: content.hash,
         size: content.size,
         name,
         out_dir: args.out.clone(),
@@ -237,33 +235,21 @@ async fn download_content(
     let mut sources: Vec<Source> = to_sources(&content);
     let mut result;
     let mut round = 0;
+    // `sources` is never empty here: the content has peers, and a second
+    // round starts only with new ones.
     loop {
         round += 1;
-        if sources.is_empty() {
-            result = Err(DownloadError::NoSourceLeft {
-                tried: tried.len(),
-                verified: 0,
-                size: content.size,
-                part: args
-                    .out
-                    .join(part_name(&job.name, &hash))
-                    .display()
-                    .to_string(),
-            });
-        } else {
-            tried.extend(sources.iter().map(|s| s.addr.clone()));
-            let (job2, stop2, obs2, srcs) = (
-                Arc::clone(&job),
-                Arc::clone(&stop),
-                Arc::clone(&obs),
-                sources.clone(),
-            );
-            result = tokio::task::spawn_blocking(move || {
-                download::download(&job2, &srcs, &stop2, &*obs2)
-            })
-            .await
-            .context("download task failed")?;
-        }
+        tried.extend(sources.iter().map(|s| s.addr.clone()));
+        let (job2, stop2, obs2, srcs) = (
+            Arc::clone(&job),
+            Arc::clone(&stop),
+            Arc::clone(&obs),
+            sources.clone(),
+        );
+        result =
+            tokio::task::spawn_blocking(move || download::download(&job2, &srcs, &stop2, &*obs2))
+                .await
+                .context("download task failed")?;
         // Every source failed: ask the tracker once more for sources not tried yet.
         if round >= 2
             || !matches!(result, Err(DownloadError::NoSourceLeft { .. }))
@@ -322,7 +308,7 @@ fn to_sources(content: &Content) -> Vec<Source> {
         .peers
         .iter()
         .map(|p| Source {
-            peer_id: p.peer_id.clone(),
+            peer_id: p.peer_id,
             addr: p.addr.clone(),
         })
         .collect()

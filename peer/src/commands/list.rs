@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use sbcftp_tracker::api::ContentList;
+use sbcftp_api::ContentList;
 
 use crate::cli::{FilesArgs, PeersArgs};
 use crate::tracker_client::TrackerClient;

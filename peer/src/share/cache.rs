@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+use sbcftp_api::{ContentHash, FileName};
+
 use super::{ShareIndex, SharedFile, Stamp};
-use crate::transfer::outline::{self, Cv, Outline};
+use crate::transfer::outline::{ChainingValue, Outline};
 
 /// Name of the cache file inside the cache directory.
 const CACHE_FILE: &str = "hashes.json";
@@ -31,15 +33,15 @@ struct CacheFile {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CacheEntry {
-    name: String,
+    name: FileName,
     stamp: Stamp,
-    hash: String,
+    hash: ContentHash,
     /// The outline, concatenated hex CVs.
     cvs: String,
 }
 
 /// The cached files in `cache_dir`, by name (their `path` is not set).
-pub(super) fn load(cache_dir: &Path) -> HashMap<String, SharedFile> {
+pub(super) fn load(cache_dir: &Path) -> HashMap<FileName, SharedFile> {
     let path = cache_dir.join(CACHE_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -61,17 +63,15 @@ pub(super) fn load(cache_dir: &Path) -> HashMap<String, SharedFile> {
     }
     let mut out = HashMap::new();
     for e in parsed.entries {
-        let Some(hash) = outline::from_hex(&e.hash) else {
-            continue;
-        };
         if e.cvs.len() % 64 != 0 {
             continue;
         }
-        let cvs: Option<Vec<Cv>> = (0..e.cvs.len() / 64)
-            .map(|i| e.cvs.get(i * 64..i * 64 + 64).and_then(outline::from_hex))
+        let cvs: Option<Vec<ChainingValue>> = (0..e.cvs.len() / 64)
+            .map(|i| e.cvs.get(i * 64..i * 64 + 64).and_then(cv_from_hex))
             .collect();
         // A cache entry is trusted only if its outline merges to its hash.
-        let Some(outline) = cvs.and_then(|cvs| Outline::verified(e.stamp.size, cvs, &hash)) else {
+        let Some(outline) = cvs.and_then(|cvs| Outline::verified(e.stamp.size, cvs, &e.hash))
+        else {
             continue;
         };
         out.insert(
@@ -80,13 +80,21 @@ pub(super) fn load(cache_dir: &Path) -> HashMap<String, SharedFile> {
                 name: e.name,
                 path: PathBuf::new(),
                 stamp: e.stamp,
-                hash,
+                hash: e.hash,
                 outline,
             },
         );
     }
     debug!(entries = out.len(), "loaded the hash cache");
     out
+}
+
+fn cv_to_hex(cv: &ChainingValue) -> String {
+    blake3::Hash::from_bytes(*cv).to_hex().to_string()
+}
+
+fn cv_from_hex(hex: &str) -> Option<ChainingValue> {
+    blake3::Hash::from_hex(hex).ok().map(|h| *h.as_bytes())
 }
 
 /// Writes the cache for `index` into `cache_dir` (created if missing).
@@ -99,8 +107,8 @@ pub(super) fn save(cache_dir: &Path, index: &ShareIndex) -> io::Result<()> {
             .map(|f| CacheEntry {
                 name: f.name.clone(),
                 stamp: f.stamp,
-                hash: outline::to_hex(&f.hash),
-                cvs: f.outline.cvs().iter().map(outline::to_hex).collect(),
+                hash: f.hash,
+                cvs: f.outline.cvs().iter().map(cv_to_hex).collect(),
             })
             .collect(),
     };
@@ -130,8 +138,8 @@ mod tests {
         let (idx, _) = s.scan().unwrap();
         assert_eq!(idx.hashed(), 1);
         assert_eq!(
-            idx.entries()[0].hash,
-            blake3::hash(b"data").to_hex().as_str()
+            idx.entries()[0].hash.as_bytes(),
+            blake3::hash(b"data").as_bytes()
         );
         // The rewritten cache is used next time.
         let s = Share::new(dir.path(), Some(&cache)).unwrap();

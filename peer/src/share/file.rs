@@ -7,10 +7,10 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use sbcftp_tracker::api::FileEntry;
+use sbcftp_api::{ContentHash, FileEntry, FileName};
 use serde::{Deserialize, Serialize};
 
-use crate::transfer::outline::{self, Cv, Outline};
+use crate::transfer::outline::Outline;
 
 /// What identifies a file's version on disk: if any of these change, it is re-hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,13 +42,12 @@ impl Stamp {
 #[derive(Debug)]
 pub struct SharedFile {
     /// Its name in the share folder.
-    pub name: String,
+    pub name: FileName,
     /// The path opened to serve it (a symlink's target, resolved at scan time).
     pub path: PathBuf,
     /// Size, mtime and inode it was hashed with.
     pub stamp: Stamp,
-    /// BLAKE3 hash of its bytes.
-    pub hash: Cv,
+    pub hash: ContentHash,
     pub outline: Outline,
 }
 
@@ -58,7 +57,7 @@ impl SharedFile {
         FileEntry {
             name: self.name.clone(),
             size: self.stamp.size,
-            hash: outline::to_hex(&self.hash),
+            hash: self.hash,
         }
     }
 

@@ -2,7 +2,7 @@
 //! hash cache that makes a restart re-hash nothing unchanged.
 //!
 //! Only regular files directly in the folder are shared, under their file name
-//! (one path component, checked with [`sbcftp_tracker::api::validate_name`]).
+//! (one path component: a [`FileName`]).
 //! Subfolders, special files (FIFOs, sockets, devices), names that are not
 //! UTF-8, and symlinks that lead outside the folder or to anything but a
 //! regular file are skipped with a log line. A symlink to a regular file inside
@@ -30,11 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rayon::prelude::*;
-use sbcftp_tracker::api::{FileEntry, validate_name};
+use sbcftp_api::{ContentHash, FileEntry, FileName};
 use tracing::{debug, info, warn};
 
 pub use self::file::{SharedFile, Stamp};
-use crate::transfer::outline::{self, Cv};
+use crate::transfer::outline;
 use crate::transfer::part::PART_SUFFIX;
 
 /// Show a hashing progress bar when at least this many bytes must be hashed.
@@ -43,15 +43,15 @@ const PROGRESS_THRESHOLD: u64 = 256 << 20;
 /// A snapshot of the shared files.
 #[derive(Debug, Default)]
 pub struct ShareIndex {
-    by_name: BTreeMap<String, Arc<SharedFile>>,
-    by_hash: HashMap<Cv, Arc<SharedFile>>,
+    by_name: BTreeMap<FileName, Arc<SharedFile>>,
+    by_hash: HashMap<ContentHash, Arc<SharedFile>>,
     skipped: BTreeSet<String>,
     hashed: usize,
 }
 
 impl ShareIndex {
     /// The file with this content, if shared.
-    pub fn by_hash(&self, hash: &Cv) -> Option<&Arc<SharedFile>> {
+    pub fn by_hash(&self, hash: &ContentHash) -> Option<&Arc<SharedFile>> {
         self.by_hash.get(hash)
     }
 
@@ -88,7 +88,7 @@ impl ShareIndex {
 
     /// What changed from `old` to `self`: entries to add (new or changed) and
     /// names to remove.
-    pub fn diff(&self, old: &ShareIndex) -> (Vec<FileEntry>, Vec<String>) {
+    pub fn diff(&self, old: &ShareIndex) -> (Vec<FileEntry>, Vec<FileName>) {
         let add = self
             .by_name
             .iter()
@@ -119,7 +119,7 @@ pub struct Share {
 
 /// A file that needs hashing.
 struct Candidate {
-    name: String,
+    name: FileName,
     path: PathBuf,
     stamp: Stamp,
 }
@@ -185,7 +185,7 @@ impl Share {
                 continue;
             }
             match self.classify(&name, &path) {
-                Ok((real, stamp)) => {
+                Ok((name, real, stamp)) => {
                     if let Some(f) = old
                         .by_name
                         .get(&name)
@@ -246,8 +246,9 @@ impl Share {
         Ok((index, old))
     }
 
-    /// Decides whether `path` is shared: the path to open and its stamp, or why not.
-    fn classify(&self, name: &str, path: &Path) -> Result<(PathBuf, Stamp), String> {
+    /// Decides whether `path` is shared under `name`: the name, the path to
+    /// open and its stamp, or why not.
+    fn classify(&self, name: &str, path: &Path) -> Result<(FileName, PathBuf, Stamp), String> {
         let lmeta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
         let ft = lmeta.file_type();
         let (real, meta) = if ft.is_symlink() {
@@ -272,14 +273,14 @@ impl Share {
         } else {
             return Err("not a regular file".into());
         };
-        validate_name(name).map_err(|e| e.to_string())?;
-        if meta.len() > sbcftp_tracker::api::MAX_FILE_SIZE {
+        let name = FileName::new(name).map_err(|e| e.to_string())?;
+        if meta.len() > sbcftp_api::MAX_FILE_SIZE {
             return Err(format!(
                 "{} bytes is larger than the tracker accepts",
                 meta.len()
             ));
         }
-        Ok((real, Stamp::of(&meta)))
+        Ok((name, real, Stamp::of(&meta)))
     }
 
     /// Hashes the candidates in parallel; unreadable files are skipped.
@@ -326,7 +327,7 @@ impl Share {
                         c.name
                     ));
                 }
-                debug!(name = %c.name, hash = %outline::to_hex(&hash), "hashed");
+                debug!(name = %c.name, hash = %hash, "hashed");
                 Ok(SharedFile {
                     name: c.name,
                     path: c.path,
@@ -389,7 +390,9 @@ mod tests {
         let names: Vec<&str> = idx.files().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["a.txt", "big.bin", "link-inside"]);
         assert_eq!(idx.hashed(), 3);
-        let f = idx.by_hash(blake3::hash(&big).as_bytes()).unwrap();
+        let f = idx
+            .by_hash(&ContentHash::from_bytes(*blake3::hash(&big).as_bytes()))
+            .unwrap();
         assert_eq!(f.name, "big.bin");
         assert_eq!(f.outline.block_count(), 4);
         let skipped: Vec<&String> = idx.skipped().collect();
@@ -436,7 +439,10 @@ mod tests {
         let (add, remove) = idx4.diff(&old);
         assert_eq!(add.len(), 1);
         assert_eq!(add[0].name, "a.txt");
-        assert_eq!(add[0].hash, blake3::hash(b"changed").to_hex().as_str());
+        assert_eq!(
+            add[0].hash.to_string(),
+            blake3::hash(b"changed").to_hex().as_str()
+        );
         assert_eq!(remove, ["link-inside"]);
 
         // The served file is re-checked: a file changed behind the index's back is refused.

@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn request_and_answers_round_trip() {
         let (mut server, mut client) = pair(quick());
-        let req = Request::read([7; 32], 3, 4);
+        let req = Request::read(sbcftp_api::ContentHash::from_bytes([7; 32]), 3, 4);
         client.send(&req).unwrap();
         assert!(matches!(server.read_request().unwrap(), Incoming::Request(r) if r == req));
 

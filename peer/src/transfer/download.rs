@@ -22,9 +22,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use sbcftp_api::{ContentHash, FileName, PeerId};
+
 use super::connection::{Connection, Deadlines};
 use super::error::{DownloadError, LocalError, RemoteError, Violation};
-use super::outline::{self, Cv, Outline};
+use super::outline::{self, Outline};
 use super::part::PartFile;
 use super::pipeline::{self, Stop};
 use super::wire::Request;
@@ -33,7 +35,7 @@ use super::wire::Request;
 #[derive(Debug, Clone)]
 pub struct Source {
     /// The tracker's id for the peer (for messages).
-    pub peer_id: String,
+    pub peer_id: PeerId,
     /// Where it serves, `ip:port`.
     pub addr: String,
 }
@@ -41,12 +43,11 @@ pub struct Source {
 /// What to download and how.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// The content's BLAKE3 hash.
-    pub hash: Cv,
+    pub hash: ContentHash,
     /// Its size as the tracker announced it.
     pub size: u64,
-    /// The file name to create in `out_dir` (validated here).
-    pub name: String,
+    /// The file name to create in `out_dir`.
+    pub name: FileName,
     /// The folder to download into (created if missing).
     pub out_dir: PathBuf,
     /// Replace an existing file of that name with different content.
@@ -99,10 +100,6 @@ pub fn download(
     cancel: &AtomicBool,
     obs: &dyn Observer,
 ) -> Result<Outcome, DownloadError> {
-    sbcftp_tracker::api::validate_name(&job.name).map_err(|e| DownloadError::BadName {
-        name: job.name.clone(),
-        why: e.to_string(),
-    })?;
     std::fs::create_dir_all(&job.out_dir).map_err(LocalError::io(format!(
         "cannot create {}",
         job.out_dir.display()
@@ -178,7 +175,7 @@ pub fn download(
 }
 
 /// Whether the file at `path` has this size and hash.
-fn same_content(path: &Path, hash: &Cv, size: u64) -> bool {
+fn same_content(path: &Path, hash: &ContentHash, size: u64) -> bool {
     let Ok(f) = File::open(path) else {
         return false;
     };
@@ -269,7 +266,11 @@ impl State<'_> {
 }
 
 /// Fetches the outline of `hash`, which should have `size` bytes, and checks it.
-fn fetch_outline(conn: &mut Connection, hash: &Cv, size: u64) -> Result<Outline, RemoteError> {
+fn fetch_outline(
+    conn: &mut Connection,
+    hash: &ContentHash,
+    size: u64,
+) -> Result<Outline, RemoteError> {
     conn.send(&Request::outline(*hash))?;
     let answered = conn.read_ok_header()?;
     let expected = outline::outline_len(size);

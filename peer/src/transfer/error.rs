@@ -157,9 +157,6 @@ pub enum DownloadError {
         size: u64,
         part: String,
     },
-    /// The name the content would be saved under is not a safe file name.
-    #[error("cannot save under the name {name:?}: {why}")]
-    BadName { name: String, why: String },
     /// A local failure (disk, folder, an existing file).
     #[error(transparent)]
     Local(#[from] LocalError),

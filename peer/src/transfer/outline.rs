@@ -7,7 +7,9 @@
 //! subtree of BLAKE3's tree, and BLAKE3 splits a tree at the largest power of
 //! two strictly below its length, which for whole blocks is the largest power
 //! of two of blocks strictly below the block count. So the blocks' chaining
-//! values (CVs) merge up to exactly the file's BLAKE3 hash ([`root`]).
+//! values (CVs) merge up to exactly the file's BLAKE3 hash ([`root`]), its
+//! [`ContentHash`]. A CV is not a content hash, even where the bytes agree
+//! (a single-block file's one CV is its hash): the types keep them apart.
 //!
 //! The list of CVs is the file's *outline* (32 bytes per block). A downloader
 //! fetches the outline, checks that it merges to the hash it asked for (an
@@ -23,13 +25,12 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use blake3::hazmat::{
-    ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
-};
+use blake3::hazmat::{HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root};
 use rayon::prelude::*;
+use sbcftp_api::ContentHash;
 
-/// A BLAKE3 hash or chaining value.
-pub type Cv = [u8; 32];
+/// A block's chaining value: a node of the content's BLAKE3 tree (32 bytes).
+pub use blake3::hazmat::ChainingValue;
 
 /// Smallest block size exponent (1 MiB).
 pub const MIN_BLOCK_LOG: u32 = 20;
@@ -70,7 +71,7 @@ pub fn block_range(size: u64, index: u64) -> (u64, u64) {
 }
 
 /// The CV of one block's bytes. For a single-block file this is the root hash.
-pub fn block_cv(size: u64, index: u64, data: &[u8]) -> Cv {
+pub fn block_cv(size: u64, index: u64, data: &[u8]) -> ChainingValue {
     if block_count(size) == 1 {
         return *blake3::hash(data).as_bytes();
     }
@@ -80,22 +81,24 @@ pub fn block_cv(size: u64, index: u64, data: &[u8]) -> Cv {
     h.finalize_non_root()
 }
 
-/// Merges an outline up to the root hash. `None` for an empty list.
-pub fn root(cvs: &[Cv]) -> Option<Cv> {
-    match cvs.len() {
-        0 => None,
-        1 => Some(cvs[0]),
+/// Merges an outline up to the content's hash. `None` for an empty list.
+pub fn root(cvs: &[ChainingValue]) -> Option<ContentHash> {
+    let root = match cvs.len() {
+        0 => return None,
+        // A single block is the whole tree: its CV is the root hash.
+        1 => cvs[0],
         n => {
             let left = largest_power_of_two_below(n);
             let l = merge(&cvs[..left]);
             let r = merge(&cvs[left..]);
-            Some(*merge_subtrees_root(&l, &r, Mode::Hash).as_bytes())
+            *merge_subtrees_root(&l, &r, Mode::Hash).as_bytes()
         }
-    }
+    };
+    Some(ContentHash::from_bytes(root))
 }
 
 /// Merges a non-empty run of CVs into a non-root subtree CV.
-fn merge(cvs: &[Cv]) -> ChainingValue {
+fn merge(cvs: &[ChainingValue]) -> ChainingValue {
     if cvs.len() == 1 {
         return cvs[0];
     }
@@ -110,7 +113,7 @@ fn largest_power_of_two_below(n: usize) -> usize {
 }
 
 /// Whether `cvs` is a well-formed outline of `hash` for a file of `size` bytes.
-fn outline_matches(size: u64, cvs: &[Cv], hash: &Cv) -> bool {
+fn outline_matches(size: u64, cvs: &[ChainingValue], hash: &ContentHash) -> bool {
     cvs.len() as u64 == block_count(size) && root(cvs).as_ref() == Some(hash)
 }
 
@@ -120,7 +123,7 @@ fn outline_matches(size: u64, cvs: &[Cv], hash: &Cv) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outline {
     size: u64,
-    cvs: Vec<Cv>,
+    cvs: Vec<ChainingValue>,
 }
 
 /// Why an OUTLINE payload from a peer was refused.
@@ -136,7 +139,7 @@ pub enum OutlineError {
 
 impl Outline {
     /// The outline `cvs` of a content of `size` bytes, if it is one of `hash`.
-    pub fn verified(size: u64, cvs: Vec<Cv>, hash: &Cv) -> Option<Outline> {
+    pub fn verified(size: u64, cvs: Vec<ChainingValue>, hash: &ContentHash) -> Option<Outline> {
         outline_matches(size, &cvs, hash).then_some(Outline { size, cvs })
     }
 
@@ -146,7 +149,7 @@ impl Outline {
     }
 
     /// The block chaining values, one per block.
-    pub fn cvs(&self) -> &[Cv] {
+    pub fn cvs(&self) -> &[ChainingValue] {
         &self.cvs
     }
 
@@ -183,7 +186,11 @@ impl Outline {
     /// Reads an OK OUTLINE payload for the content `hash` of `size` bytes.
     /// The caller has checked that the payload is [`outline_len`]`(size)`
     /// bytes long before reading it.
-    pub fn from_payload(payload: &[u8], size: u64, hash: &Cv) -> Result<Outline, OutlineError> {
+    pub fn from_payload(
+        payload: &[u8],
+        size: u64,
+        hash: &ContentHash,
+    ) -> Result<Outline, OutlineError> {
         let (head, body) = payload.split_at(payload.len().min(8));
         let announced = <[u8; 8]>::try_from(head)
             .map(u64::from_be_bytes)
@@ -216,7 +223,7 @@ pub fn hash_file(
     file: &File,
     size: u64,
     progress: &(dyn Fn(u64) + Sync),
-) -> io::Result<(Cv, Outline)> {
+) -> io::Result<(ContentHash, Outline)> {
     let n = block_count(size);
     let cvs = (0..n)
         .into_par_iter()
@@ -226,12 +233,18 @@ pub fn hash_file(
             progress(end - start);
             Ok(cv)
         })
-        .collect::<io::Result<Vec<Cv>>>()?;
+        .collect::<io::Result<Vec<ChainingValue>>>()?;
     let hash = root(&cvs).ok_or_else(|| io::Error::other("empty outline"))?;
     Ok((hash, Outline { size, cvs }))
 }
 
-fn hash_block(file: &File, size: u64, index: u64, start: u64, end: u64) -> io::Result<Cv> {
+fn hash_block(
+    file: &File,
+    size: u64,
+    index: u64,
+    start: u64,
+    end: u64,
+) -> io::Result<ChainingValue> {
     let single = block_count(size) == 1;
     let mut h = blake3::Hasher::new();
     if !single {
@@ -261,26 +274,6 @@ fn hash_block(file: &File, size: u64, index: u64, start: u64, end: u64) -> io::R
     })
 }
 
-/// Lowercase hex of a hash.
-pub fn to_hex(cv: &Cv) -> String {
-    blake3::Hash::from_bytes(*cv).to_hex().to_string()
-}
-
-/// Parses 64 hex digits into a hash.
-pub fn from_hex(s: &str) -> Option<Cv> {
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        let hi = (b[2 * i] as char).to_digit(16)?;
-        let lo = (b[2 * i + 1] as char).to_digit(16)?;
-        *o = (hi * 16 + lo) as u8;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -305,7 +298,7 @@ mod tests {
         assert_eq!(block_size((1 << 36) + 1), 1 << 21);
         // No overflow at the extremes.
         assert_eq!(block_range(u64::MAX, block_count(u64::MAX) - 1).1, u64::MAX);
-        let max = sbcftp_tracker::api::MAX_FILE_SIZE;
+        let max = sbcftp_api::MAX_FILE_SIZE;
         assert!(block_count(max) <= 1 << 16);
         for size in [1u64, 1000, 1 << 20, 3 << 20, (1 << 40) + 7, max] {
             assert!(
@@ -334,13 +327,13 @@ mod tests {
         ] {
             let d = data(len);
             let size = len as u64;
-            let cvs: Vec<Cv> = (0..block_count(size))
+            let cvs: Vec<ChainingValue> = (0..block_count(size))
                 .map(|i| {
                     let (s, e) = block_range(size, i);
                     block_cv(size, i, &d[s as usize..e as usize])
                 })
                 .collect();
-            let expected = *blake3::hash(&d).as_bytes();
+            let expected = ContentHash::from_bytes(*blake3::hash(&d).as_bytes());
             assert_eq!(root(&cvs), Some(expected), "len {len}");
             let outline = Outline::verified(size, cvs.clone(), &expected).unwrap();
 
@@ -410,14 +403,5 @@ mod tests {
             Err(OutlineError::NoMatch)
         );
         assert!(Outline::from_payload(&[], 0, &h).is_err());
-    }
-
-    #[test]
-    fn hex() {
-        let h = *blake3::hash(b"x").as_bytes();
-        assert_eq!(to_hex(&h), blake3::hash(b"x").to_hex().as_str());
-        assert_eq!(from_hex(&to_hex(&h)), Some(h));
-        assert_eq!(from_hex("zz"), None);
-        assert_eq!(from_hex(&"g".repeat(64)), None);
     }
 }

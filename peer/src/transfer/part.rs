@@ -17,15 +17,17 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use sbcftp_api::{ContentHash, FileName};
+
 use super::error::LocalError;
-use super::outline::{self, Cv, Outline};
+use super::outline::{self, Outline};
 
 /// Suffix of a download in progress; such files are never shared.
 pub const PART_SUFFIX: &str = ".sbcftp-part";
 
 /// Part file name for a content saved as `name`: the name (cut to 200 bytes),
 /// the hash's first 8 hex digits, and [`PART_SUFFIX`], as a dotfile.
-pub fn part_name(name: &str, hash: &Cv) -> String {
+pub fn part_name(name: &str, hash: &ContentHash) -> String {
     let mut short = String::new();
     for c in name.chars() {
         if short.len() + c.len_utf8() > 200 {
@@ -33,7 +35,7 @@ pub fn part_name(name: &str, hash: &Cv) -> String {
         }
         short.push(c);
     }
-    format!(".{short}.{}{PART_SUFFIX}", &outline::to_hex(hash)[..8])
+    format!(".{short}.{}{PART_SUFFIX}", &hash.to_string()[..8])
 }
 
 /// An open, locked part file.
@@ -47,7 +49,7 @@ impl PartFile {
     /// Opens (creating it if needed) the part file for content `hash` saved as
     /// `name` in `dir`, and locks it. Its bytes are not trusted until
     /// [`verify_prefix`](PartFile::verify_prefix).
-    pub fn open(dir: &Path, name: &str, hash: &Cv) -> Result<Self, LocalError> {
+    pub fn open(dir: &Path, name: &FileName, hash: &ContentHash) -> Result<Self, LocalError> {
         let path = dir.join(part_name(name, hash));
         let file = OpenOptions::new()
             .read(true)
@@ -178,8 +180,12 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
+    fn name(n: &str) -> FileName {
+        FileName::new(n).unwrap()
+    }
+
     /// A content of `len` bytes, its hash and outline.
-    fn content(len: usize) -> (Vec<u8>, Cv, Outline) {
+    fn content(len: usize) -> (Vec<u8>, ContentHash, Outline) {
         let data: Vec<u8> = (0..len).map(|i| (i * 131 % 251) as u8).collect();
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&data).unwrap();
@@ -189,8 +195,8 @@ mod tests {
 
     #[test]
     fn names_are_dotfiles_cut_on_a_char_boundary() {
-        let hash = *blake3::hash(b"x").as_bytes();
-        let hex8 = &outline::to_hex(&hash)[..8];
+        let hash = ContentHash::from_bytes(*blake3::hash(b"x").as_bytes());
+        let hex8 = &blake3::hash(b"x").to_hex()[..8];
         assert_eq!(
             part_name("a.txt", &hash),
             format!(".a.txt.{hex8}.sbcftp-part")
@@ -204,17 +210,17 @@ mod tests {
     fn one_download_per_part_file() {
         let dir = tempfile::tempdir().unwrap();
         let (_, hash, _) = content(10);
-        let first = PartFile::open(dir.path(), "f", &hash).unwrap();
+        let first = PartFile::open(dir.path(), &name("f"), &hash).unwrap();
         assert!(first.path().starts_with(dir.path()));
         assert!(first.is_empty());
-        match PartFile::open(dir.path(), "f", &hash) {
+        match PartFile::open(dir.path(), &name("f"), &hash) {
             Err(LocalError::Busy { part }) => assert!(part.ends_with(".sbcftp-part"), "{part}"),
             other => panic!("{other:?}"),
         }
         // Another name is another part file.
-        PartFile::open(dir.path(), "g", &hash).unwrap();
+        PartFile::open(dir.path(), &name("g"), &hash).unwrap();
         drop(first);
-        let again = PartFile::open(dir.path(), "f", &hash).unwrap();
+        let again = PartFile::open(dir.path(), &name("f"), &hash).unwrap();
         let path = again.path().to_owned();
         again.remove();
         assert!(!path.exists());
@@ -224,7 +230,7 @@ mod tests {
     fn the_prefix_is_cut_back_to_the_last_good_block() {
         let dir = tempfile::tempdir().unwrap();
         let (data, hash, outline) = content(4 * MIB + 7);
-        let mut part = PartFile::open(dir.path(), "f", &hash).unwrap();
+        let mut part = PartFile::open(dir.path(), &name("f"), &hash).unwrap();
         assert_eq!(part.verify_prefix(&outline).unwrap(), 0);
 
         // Two good blocks, a third with one byte flipped, and half a fourth.
@@ -254,7 +260,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (data, hash, outline) = content(MIB + 3);
         let done = |dir: &Path| {
-            let mut part = PartFile::open(dir, "f", &hash).unwrap();
+            let mut part = PartFile::open(dir, &name("f"), &hash).unwrap();
             part.write_at(0, &data).unwrap();
             assert_eq!(part.verify_prefix(&outline).unwrap(), data.len() as u64);
             part
@@ -289,7 +295,7 @@ mod tests {
     fn an_empty_content_finishes_as_an_empty_file() {
         let dir = tempfile::tempdir().unwrap();
         let (_, hash, outline) = content(0);
-        let mut part = PartFile::open(dir.path(), "empty", &hash).unwrap();
+        let mut part = PartFile::open(dir.path(), &name("empty"), &hash).unwrap();
         assert_eq!(part.verify_prefix(&outline).unwrap(), 0);
         let final_path = dir.path().join("empty");
         part.finish(&final_path, 0, false).unwrap();

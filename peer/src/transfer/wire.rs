@@ -20,6 +20,8 @@
 
 use std::fmt;
 
+use sbcftp_api::ContentHash;
+
 /// First four bytes of every request and response.
 pub const MAGIC: [u8; 4] = *b"SBCF";
 
@@ -38,7 +40,7 @@ pub const MAX_MESSAGE_LEN: u64 = 1024;
 /// Most blocks a file is ever split into (see [`super::outline`]).
 pub const MAX_BLOCKS: u64 = 1 << 16;
 
-/// Length of a BLAKE3 hash or chaining value.
+/// Length of a content hash or a chaining value in bytes.
 pub const HASH_LEN: usize = 32;
 
 /// Longest OK OUTLINE payload: the size (8 bytes) and [`MAX_BLOCKS`] chaining values.
@@ -60,8 +62,8 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
     pub kind: Kind,
-    /// The content's BLAKE3 hash.
-    pub hash: [u8; HASH_LEN],
+    /// The content, named by its hash.
+    pub hash: ContentHash,
     /// First byte wanted (READ), 0 for OUTLINE.
     pub offset: u64,
     /// Number of bytes wanted (READ), 0 for OUTLINE.
@@ -110,7 +112,7 @@ impl RequestError {
 
 impl Request {
     /// An OUTLINE request for `hash`.
-    pub fn outline(hash: [u8; HASH_LEN]) -> Self {
+    pub fn outline(hash: ContentHash) -> Self {
         Request {
             kind: Kind::Outline,
             hash,
@@ -120,7 +122,7 @@ impl Request {
     }
 
     /// A READ request for `length` bytes of `hash` from `offset`.
-    pub fn read(hash: [u8; HASH_LEN], offset: u64, length: u64) -> Self {
+    pub fn read(hash: ContentHash, offset: u64, length: u64) -> Self {
         Request {
             kind: Kind::Read,
             hash,
@@ -136,7 +138,7 @@ impl Request {
         b[4] = VERSION;
         b[5] = self.kind as u8;
         // b[6..8]: reserved, zero.
-        b[8..40].copy_from_slice(&self.hash);
+        b[8..40].copy_from_slice(self.hash.as_bytes());
         b[40..48].copy_from_slice(&self.offset.to_be_bytes());
         b[48..56].copy_from_slice(&self.length.to_be_bytes());
         b
@@ -161,6 +163,7 @@ impl Request {
         }
         let mut hash = [0u8; HASH_LEN];
         hash.copy_from_slice(&b[8..40]);
+        let hash = ContentHash::from_bytes(hash);
         let offset = u64::from_be_bytes(array8(&b[40..48]));
         let length = u64::from_be_bytes(array8(&b[48..56]));
         if kind == Kind::Outline && (offset != 0 || length != 0) {
@@ -319,12 +322,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn sample_hash() -> [u8; 32] {
+    fn sample_hash() -> ContentHash {
         let mut h = [0u8; 32];
         for (i, b) in h.iter_mut().enumerate() {
             *b = i as u8 * 7 + 1;
         }
-        h
+        ContentHash::from_bytes(h)
     }
 
     #[test]
@@ -333,7 +336,7 @@ mod tests {
             Request::outline(sample_hash()),
             Request::read(sample_hash(), 0, 0),
             Request::read(sample_hash(), 1 << 20, 5 << 20),
-            Request::read([0xff; 32], u64::MAX, u64::MAX),
+            Request::read(ContentHash::from_bytes([0xff; 32]), u64::MAX, u64::MAX),
         ] {
             let bytes = req.encode();
             assert_eq!(bytes.len(), REQUEST_LEN);
@@ -348,7 +351,7 @@ mod tests {
         assert_eq!(b[4], 1);
         assert_eq!(b[5], 2);
         assert_eq!(&b[6..8], &[0, 0]);
-        assert_eq!(&b[8..40], &sample_hash());
+        assert_eq!(&b[8..40], sample_hash().as_bytes());
         assert_eq!(&b[40..48], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(
             &b[48..56],
@@ -407,7 +410,7 @@ mod tests {
         // the hash up in its index (where it is not).
         let mut b = good;
         b[8..40].copy_from_slice(b"../../../../etc/passwd\0\0\0\0\0\0\0\0\0\0");
-        assert_eq!(Request::decode(&b).unwrap().hash[0..3], *b"../");
+        assert_eq!(Request::decode(&b).unwrap().hash.as_bytes()[0..3], *b"../");
 
         // All-garbage frames never panic.
         for seed in 0..=255u8 {

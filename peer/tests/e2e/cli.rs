@@ -26,7 +26,7 @@ async fn browse_lists_picks_confirms_and_downloads() {
 
     // Which number is two.bin? The list is the tracker's order; find it from `files --json`.
     let out = peer_cmd(&tracker, &["files", "--json"]).await;
-    let list: sbcftp_tracker::api::ContentList = serde_json::from_slice(&out.stdout).unwrap();
+    let list: sbcftp_api::ContentList = serde_json::from_slice(&out.stdout).unwrap();
     let index = list
         .files
         .iter()
@@ -101,7 +101,7 @@ async fn ctrl_c_keeps_the_verified_part_and_the_next_run_resumes() {
     let od = dl.path().to_str().unwrap().to_owned();
     let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "slow.bin",
-        blake3::hash(&data).as_bytes(),
+        &content_hash(&data),
     ));
 
     let get = peer_spawn(&tracker, &["get", "slow.bin", "--out", &od]);

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use sbcftp_api::{Content, ContentHash, Peer};
 use sbcftp_peer::tracker_client::TrackerClient;
-use sbcftp_tracker::api::{Content, Peer};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -206,7 +206,7 @@ impl PeerProc {
                 && found.file_count == count
             {
                 p.addr = found.addr;
-                p.peer_id = found.peer_id;
+                p.peer_id = found.peer_id.to_string();
                 break;
             }
             if let Ok(Some(status)) = p.child.try_wait() {
@@ -341,6 +341,11 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// The content hash of `data`.
+pub fn content_hash(data: &[u8]) -> ContentHash {
+    ContentHash::from_bytes(*blake3::hash(data).as_bytes())
 }
 
 /// Hex BLAKE3 of `data`.

@@ -14,11 +14,11 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{Content, ContentList, MAX_NAME_LEN, Problem, validate_hash};
 use crate::error::{ApiQuery, Error, Result};
 use crate::routes::page_limit;
 use crate::state::AppState;
 use crate::store::sql::like_contains;
+use sbcftp_api::{Content, ContentHash, ContentList, MAX_NAME_LEN, Problem};
 
 /// Most holders (peer, name) listed for one content.
 pub const MAX_HOLDERS: i64 = 100;
@@ -64,27 +64,21 @@ async fn list_files(
 ) -> Result<Json<ContentList>> {
     let limit = page_limit(query.limit, &state)?;
     let after = match query.cursor.as_deref() {
-        None | Some("") => "",
-        Some(c) => {
-            validate_hash(c).map_err(|_| {
-                let shown: String = c.chars().take(40).collect();
-                Error::BadRequest(format!(
-                    "cursor {shown:?} is not a cursor from this API; pass `next_cursor` of the previous page"
-                ))
-            })?;
-            c
-        }
+        None | Some("") => None,
+        Some(c) => Some(ContentHash::parse(c).map_err(|_| {
+            let shown: String = c.chars().take(40).collect();
+            Error::BadRequest(format!(
+                "cursor {shown:?} is not a cursor from this API; pass `next_cursor` of the previous page"
+            ))
+        })?),
     };
     let min_seen = crate::online_since(&state.config);
     if let Some(hash) = query.hash.as_deref() {
-        validate_hash(hash).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let hash = ContentHash::parse(hash).map_err(|e| Error::BadRequest(e.to_string()))?;
         // A one-content filter: at most one row.
         let mut files = Vec::new();
-        if hash > after {
-            files = state
-                .store
-                .contents(&[hash.to_owned()], min_seen, MAX_HOLDERS)
-                .await?;
+        if after.is_none_or(|after| hash > after) {
+            files = state.store.contents(&[hash], min_seen, MAX_HOLDERS).await?;
             if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
                 let q = q.to_lowercase();
                 files.retain(|c| c.names.iter().any(|n| n.to_lowercase().contains(&q)));
@@ -111,7 +105,11 @@ async fn list_files(
         .await?;
     let more = hashes.len() as i64 > limit;
     hashes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = if more { hashes.last().cloned() } else { None };
+    let next_cursor = if more {
+        hashes.last().map(ContentHash::to_string)
+    } else {
+        None
+    };
     let files = state.store.contents(&hashes, min_seen, MAX_HOLDERS).await?;
     Ok(Json(ContentList { files, next_cursor }))
 }
@@ -133,11 +131,11 @@ async fn get_content(
     State(state): State<AppState>,
     Path(hash): Path<String>,
 ) -> Result<Json<Content>> {
-    validate_hash(&hash).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let hash = ContentHash::parse(&hash).map_err(|e| Error::BadRequest(e.to_string()))?;
     let min_seen = crate::online_since(&state.config);
     state
         .store
-        .contents(std::slice::from_ref(&hash), min_seen, MAX_HOLDERS)
+        .contents(&[hash], min_seen, MAX_HOLDERS)
         .await?
         .into_iter()
         .next()

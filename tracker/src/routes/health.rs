@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::Problem;
 use crate::error::problem;
 use crate::state::AppState;
+use sbcftp_api::Problem;
 
 /// How long `/healthz` waits for the database.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);

@@ -16,15 +16,15 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{
-    FileEntry, FilesUpdated, HeartbeatResponse, PatchFilesRequest, Peer, PeerList, Problem,
-    RegisterRequest, RegisterResponse, ReplaceFilesRequest, validate_file, validate_name,
-};
 use crate::error::{ApiJson, ApiQuery, Error, Result};
 use crate::liveness::{hash_token, no_peer};
 use crate::routes::{bearer, page_limit, rfc3339};
 use crate::state::AppState;
 use crate::store::{FilesOutcome, NewPeer, PeerRow};
+use sbcftp_api::{
+    FileEntry, FilesUpdated, HeartbeatResponse, PatchFilesRequest, Peer, PeerId, PeerList, Problem,
+    RegisterRequest, RegisterResponse, ReplaceFilesRequest,
+};
 
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -45,31 +45,21 @@ pub struct PeersQuery {
     pub cursor: Option<String>,
 }
 
-/// Whether `id` has the form of a peer id (16 lowercase hex digits).
-pub fn is_peer_id(id: &str) -> bool {
-    id.len() == 16
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn check_peer_id(id: &str) -> Result<()> {
-    if is_peer_id(id) {
-        Ok(())
-    } else {
-        Err(no_peer(id))
-    }
+/// The peer id of a path; a text that is not one names no peer (404).
+fn parse_peer_id(id: &str) -> Result<PeerId> {
+    PeerId::parse(id).map_err(|_| no_peer(id))
 }
 
 /// Checks that the request carries the bearer token of `peer_id`, a live peer:
 /// 401 without a token, 403 with another peer's, 404 for an unknown peer.
-async fn authorize(state: &AppState, peer_id: &str, headers: &HeaderMap) -> Result<()> {
-    check_peer_id(peer_id)?;
+async fn authorize(state: &AppState, peer_id: &str, headers: &HeaderMap) -> Result<PeerId> {
+    let peer_id = parse_peer_id(peer_id)?;
     let token = bearer(headers)?;
     state
         .liveness
-        .authenticate(&state.store, peer_id, token, crate::ttl_ms(&state.config))
-        .await
+        .authenticate(&state.store, &peer_id, token, crate::ttl_ms(&state.config))
+        .await?;
+    Ok(peer_id)
 }
 
 /// Validates a file list: each entry, unique names, the cap.
@@ -82,7 +72,8 @@ fn check_files(files: &[FileEntry], cap: usize, field: &str) -> Result<()> {
     }
     let mut names = HashSet::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
-        validate_file(f).map_err(|e| Error::Unprocessable(format!("{field}[{i}]: {e}")))?;
+        f.check_size()
+            .map_err(|e| Error::Unprocessable(format!("{field}[{i}]: {e}")))?;
         if !names.insert(f.name.as_str()) {
             return Err(Error::Unprocessable(format!(
                 "{field}[{i}]: file name {:?} appears more than once",
@@ -162,7 +153,7 @@ async fn register(
     let ip = crate::addr::client_ip(&state.config, socket, &headers)?;
     let addr = crate::addr::format_addr(ip, req.port);
 
-    let peer_id = random_hex::<8>();
+    let peer_id = PeerId::from_bytes(rand::random());
     let token = random_hex::<32>();
     let token_hash = hash_token(&token);
     let token_hex = token_hash.to_hex();
@@ -171,7 +162,7 @@ async fn register(
         .store
         .insert_peer(
             &NewPeer {
-                peer_id: &peer_id,
+                peer_id,
                 token_hash: token_hex.as_str(),
                 addr: &addr,
                 now,
@@ -211,8 +202,8 @@ async fn list_peers(
 ) -> Result<Json<PeerList>> {
     let limit = page_limit(query.limit, &state)?;
     let after = match query.cursor.as_deref() {
-        None | Some("") => "",
-        Some(c) if is_peer_id(c) => c,
+        None | Some("") => None,
+        Some(c) if PeerId::parse(c).is_ok() => PeerId::parse(c).ok(),
         Some(c) => {
             let shown: String = c.chars().take(40).collect();
             return Err(Error::BadRequest(format!(
@@ -226,7 +217,7 @@ async fn list_peers(
         .await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        rows.last().map(|r| r.peer_id.clone())
+        rows.last().map(|r| r.peer_id.to_string())
     } else {
         None
     };
@@ -252,10 +243,10 @@ async fn get_peer(
     State(state): State<AppState>,
     Path(peer_id): Path<String>,
 ) -> Result<Json<Peer>> {
-    check_peer_id(&peer_id)?;
+    let id = parse_peer_id(&peer_id)?;
     match state
         .store
-        .get_peer(&peer_id, crate::online_since(&state.config))
+        .get_peer(&id, crate::online_since(&state.config))
         .await?
     {
         Some((row, files)) => Ok(Json(to_peer(row, Some(files)))),
@@ -284,7 +275,7 @@ async fn heartbeat(
     Path(peer_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<HeartbeatResponse>> {
-    authorize(&state, &peer_id, &headers).await?;
+    let peer_id = authorize(&state, &peer_id, &headers).await?;
     state.liveness.beat(&peer_id);
     Ok(Json(HeartbeatResponse {
         heartbeat_interval_secs: state.config.effective_heartbeat_secs(),
@@ -318,11 +309,11 @@ async fn replace_files(
     headers: HeaderMap,
     ApiJson(req): ApiJson<ReplaceFilesRequest>,
 ) -> Result<Json<FilesUpdated>> {
-    authorize(&state, &peer_id, &headers).await?;
+    let peer_id = authorize(&state, &peer_id, &headers).await?;
     check_files(&req.files, state.config.max_files_per_peer, "files")?;
     match state.store.replace_files(&peer_id, &req.files).await? {
         FilesOutcome::Done(file_count) => Ok(Json(FilesUpdated { file_count })),
-        FilesOutcome::NoPeer => Err(no_peer(&peer_id)),
+        FilesOutcome::NoPeer => Err(no_peer(&peer_id.to_string())),
         FilesOutcome::OverCap(n) => Err(over_cap(n, &state)),
     }
 }
@@ -360,7 +351,7 @@ async fn patch_files(
     headers: HeaderMap,
     ApiJson(req): ApiJson<PatchFilesRequest>,
 ) -> Result<Json<FilesUpdated>> {
-    authorize(&state, &peer_id, &headers).await?;
+    let peer_id = authorize(&state, &peer_id, &headers).await?;
     let cap = state.config.max_files_per_peer;
     check_files(&req.add, cap, "add")?;
     if req.remove.len() > cap {
@@ -371,21 +362,19 @@ async fn patch_files(
     }
     let added: HashSet<&str> = req.add.iter().map(|f| f.name.as_str()).collect();
     for (i, name) in req.remove.iter().enumerate() {
-        validate_name(name).map_err(|e| Error::Unprocessable(format!("remove[{i}]: {e}")))?;
         if added.contains(name.as_str()) {
             return Err(Error::Unprocessable(format!(
                 "remove[{i}]: {name:?} is also in add; a name may be in only one of them"
             )));
         }
     }
-    let remove: Vec<&str> = req.remove.iter().map(String::as_str).collect();
     match state
         .store
-        .patch_files(&peer_id, &remove, &req.add, cap)
+        .patch_files(&peer_id, &req.remove, &req.add, cap)
         .await?
     {
         FilesOutcome::Done(file_count) => Ok(Json(FilesUpdated { file_count })),
-        FilesOutcome::NoPeer => Err(no_peer(&peer_id)),
+        FilesOutcome::NoPeer => Err(no_peer(&peer_id.to_string())),
         FilesOutcome::OverCap(n) => Err(over_cap(n, &state)),
     }
 }
@@ -410,13 +399,13 @@ async fn leave(
     Path(peer_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode> {
-    authorize(&state, &peer_id, &headers).await?;
+    let peer_id = authorize(&state, &peer_id, &headers).await?;
     let existed = state.store.delete_peer(&peer_id).await?;
     state.liveness.forget(std::iter::once(&peer_id));
     if existed {
         tracing::info!(%peer_id, "peer left");
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(no_peer(&peer_id))
+        Err(no_peer(&peer_id.to_string()))
     }
 }

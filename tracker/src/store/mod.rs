@@ -22,12 +22,12 @@ use anyhow::{Context, bail};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AssertSqlSafe, ConnectOptions, Row, SqlSafeStr};
 
-use crate::api::{Content, FileEntry, PeerRef};
+use sbcftp_api::{Content, ContentHash, FileEntry, FileName, PeerId, PeerRef};
 use sql::{Dialect, Queries};
 
 #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]
 compile_error!(
-    "the `server` feature needs at least one database backend feature: `sqlite`, `mysql` or `postgres`"
+    "the tracker needs at least one database backend feature: `sqlite`, `mysql` or `postgres`"
 );
 
 /// sqlx logs statements slower than this (with their full text, which for a
@@ -109,7 +109,7 @@ macro_rules! with_pool {
 #[derive(Debug, Clone)]
 pub struct PeerRow {
     /// Identifier.
-    pub peer_id: String,
+    pub peer_id: PeerId,
     /// `ip:port`.
     pub addr: String,
     /// Unix millis.
@@ -124,7 +124,7 @@ pub struct PeerRow {
 #[derive(Debug)]
 pub struct NewPeer<'a> {
     /// Identifier.
-    pub peer_id: &'a str,
+    pub peer_id: PeerId,
     /// BLAKE3 hex of the token.
     pub token_hash: &'a str,
     /// `ip:port`.
@@ -162,7 +162,7 @@ fn safe(s: &std::sync::Arc<str>) -> AssertSqlSafe<std::sync::Arc<str>> {
 /// index walks its pages once, front to back, instead of at random.
 fn by_hash(files: &[FileEntry]) -> Vec<&FileEntry> {
     let mut v: Vec<&FileEntry> = files.iter().collect();
-    v.sort_unstable_by(|a, b| a.hash.cmp(&b.hash));
+    v.sort_unstable_by_key(|f| f.hash);
     v
 }
 
@@ -173,6 +173,15 @@ fn size_i64(size: u64) -> i64 {
 
 fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// A column's text parsed into an API value; a stored value that does not
+/// parse is a decode error (the tracker writes only valid ones).
+fn parsed<T>(text: String) -> Result<T, sqlx::Error>
+where
+    T: TryFrom<String, Error = sbcftp_api::InvalidField>,
+{
+    T::try_from(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 /// One direct connection before the pool is built, so that a start-up
@@ -377,7 +386,7 @@ impl Store {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(safe(&self.q.insert_peer))
-                .bind(peer.peer_id)
+                .bind(peer.peer_id.to_string())
                 .bind(peer.token_hash)
                 .bind(peer.addr)
                 .bind(peer.now)
@@ -389,7 +398,7 @@ impl Store {
                 let text = self.dialect.render(&sql::insert_files(chunk.len()));
                 let mut q = sqlx::query(AssertSqlSafe(text));
                 for f in chunk {
-                    q = q.bind(peer.peer_id).bind(f.name.as_str()).bind(size_i64(f.size)).bind(f.hash.as_str());
+                    q = q.bind(peer.peer_id.to_string()).bind(f.name.as_str()).bind(size_i64(f.size)).bind(f.hash.to_string());
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -399,9 +408,9 @@ impl Store {
     }
 
     /// The stored token hash and `last_seen` of a peer, if it exists.
-    pub async fn peer_auth(&self, peer_id: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
+    pub async fn peer_auth(&self, peer_id: &PeerId) -> Result<Option<(String, i64)>, sqlx::Error> {
         with_pool!(self, pool => {
-            let row = sqlx::query(safe(&self.q.peer_auth)).bind(peer_id).fetch_optional(pool).await?;
+            let row = sqlx::query(safe(&self.q.peer_auth)).bind(peer_id.to_string()).fetch_optional(pool).await?;
             match row {
                 Some(r) => Ok(Some((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))),
                 None => Ok(None),
@@ -412,10 +421,11 @@ impl Store {
     /// Replaces a peer's whole file list.
     pub async fn replace_files(
         &self,
-        peer_id: &str,
+        peer_id: &PeerId,
         files: &[FileEntry],
     ) -> Result<FilesOutcome, sqlx::Error> {
         let count = i64::try_from(files.len()).unwrap_or(i64::MAX);
+        let peer_id = &peer_id.to_string();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let found = sqlx::query(safe(&self.q.set_file_count))
@@ -432,7 +442,7 @@ impl Store {
                 let text = self.dialect.render(&sql::insert_files(chunk.len()));
                 let mut q = sqlx::query(AssertSqlSafe(text));
                 for f in chunk {
-                    q = q.bind(peer_id).bind(f.name.as_str()).bind(size_i64(f.size)).bind(f.hash.as_str());
+                    q = q.bind(peer_id).bind(f.name.as_str()).bind(size_i64(f.size)).bind(f.hash.to_string());
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -445,11 +455,12 @@ impl Store {
     /// files, and keeps the result within `cap` files, in one transaction.
     pub async fn patch_files(
         &self,
-        peer_id: &str,
-        remove: &[&str],
+        peer_id: &PeerId,
+        remove: &[FileName],
         add: &[FileEntry],
         cap: usize,
     ) -> Result<FilesOutcome, sqlx::Error> {
+        let peer_id = &peer_id.to_string();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let found = sqlx::query(safe(&self.q.lock_peer))
@@ -462,7 +473,7 @@ impl Store {
             }
             let names: Vec<&str> = remove
                 .iter()
-                .copied()
+                .map(FileName::as_str)
                 .chain(add.iter().map(|f| f.name.as_str()))
                 .collect();
             for chunk in names.chunks(IN_CHUNK) {
@@ -477,7 +488,7 @@ impl Store {
                 let text = self.dialect.render(&sql::insert_files(chunk.len()));
                 let mut q = sqlx::query(AssertSqlSafe(text));
                 for f in chunk {
-                    q = q.bind(peer_id).bind(f.name.as_str()).bind(size_i64(f.size)).bind(f.hash.as_str());
+                    q = q.bind(peer_id).bind(f.name.as_str()).bind(size_i64(f.size)).bind(f.hash.to_string());
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -502,9 +513,9 @@ impl Store {
     }
 
     /// Deletes a peer and its files; false if there was no such peer.
-    pub async fn delete_peer(&self, peer_id: &str) -> Result<bool, sqlx::Error> {
+    pub async fn delete_peer(&self, peer_id: &PeerId) -> Result<bool, sqlx::Error> {
         with_pool!(self, pool => {
-            let n = sqlx::query(safe(&self.q.delete_peer)).bind(peer_id).execute(pool).await?.rows_affected();
+            let n = sqlx::query(safe(&self.q.delete_peer)).bind(peer_id.to_string()).execute(pool).await?.rows_affected();
             Ok(n > 0)
         })
     }
@@ -512,9 +523,10 @@ impl Store {
     /// One online peer and its files.
     pub async fn get_peer(
         &self,
-        peer_id: &str,
+        peer_id: &PeerId,
         min_seen: i64,
     ) -> Result<Option<(PeerRow, Vec<FileEntry>)>, sqlx::Error> {
+        let peer_id = &peer_id.to_string();
         with_pool!(self, pool => {
             let Some(row) = sqlx::query(safe(&self.q.get_peer))
                 .bind(peer_id)
@@ -525,7 +537,7 @@ impl Store {
                 return Ok(None);
             };
             let peer = PeerRow {
-                peer_id: row.try_get(0)?,
+                peer_id: parsed(row.try_get(0)?)?,
                 addr: row.try_get(1)?,
                 registered_at: row.try_get(2)?,
                 last_seen: row.try_get(3)?,
@@ -535,9 +547,9 @@ impl Store {
             let mut files = Vec::with_capacity(rows.len());
             for r in rows {
                 files.push(FileEntry {
-                    name: r.try_get(0)?,
+                    name: parsed(r.try_get(0)?)?,
                     size: u64_of(r.try_get::<i64, _>(1)?),
-                    hash: r.try_get(2)?,
+                    hash: parsed(r.try_get(2)?)?,
                 });
             }
             Ok(Some((peer, files)))
@@ -548,20 +560,21 @@ impl Store {
     pub async fn list_peers(
         &self,
         min_seen: i64,
-        after: &str,
+        after: Option<PeerId>,
         limit: i64,
     ) -> Result<Vec<PeerRow>, sqlx::Error> {
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
         with_pool!(self, pool => {
             let rows = sqlx::query(safe(&self.q.list_peers))
                 .bind(min_seen)
-                .bind(after)
+                .bind(&after)
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
             rows.iter()
                 .map(|row| {
                     Ok(PeerRow {
-                        peer_id: row.try_get(0)?,
+                        peer_id: parsed(row.try_get(0)?)?,
                         addr: row.try_get(1)?,
                         registered_at: row.try_get(2)?,
                         last_seen: row.try_get(3)?,
@@ -577,16 +590,17 @@ impl Store {
     pub async fn hash_page(
         &self,
         min_seen: i64,
-        after: &str,
+        after: Option<ContentHash>,
         pattern: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<String>, sqlx::Error> {
+    ) -> Result<Vec<ContentHash>, sqlx::Error> {
+        let after = after.map(|h| h.to_string()).unwrap_or_default();
         with_pool!(self, pool => {
             let rows = match pattern {
                 None => {
                     sqlx::query(safe(&self.q.hash_page))
                         .bind(min_seen)
-                        .bind(after)
+                        .bind(&after)
                         .bind(limit)
                         .fetch_all(pool)
                         .await?
@@ -594,14 +608,14 @@ impl Store {
                 Some(p) => {
                     sqlx::query(safe(&self.q.hash_page_q))
                         .bind(min_seen)
-                        .bind(after)
+                        .bind(&after)
                         .bind(p)
                         .bind(limit)
                         .fetch_all(pool)
                         .await?
                 }
             };
-            rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+            rows.iter().map(|r| parsed(r.try_get::<String, _>(0)?)).collect()
         })
     }
 
@@ -610,7 +624,7 @@ impl Store {
     /// holds are left out.
     pub async fn contents(
         &self,
-        hashes: &[String],
+        hashes: &[ContentHash],
         min_seen: i64,
         per_content: i64,
     ) -> Result<Vec<Content>, sqlx::Error> {
@@ -623,14 +637,14 @@ impl Store {
             with_pool!(self, pool => {
                 let mut q = sqlx::query(AssertSqlSafe(text));
                 for h in chunk {
-                    q = q.bind(h.as_str());
+                    q = q.bind(h.to_string());
                 }
                 let rows = q.bind(min_seen).bind(per_content).fetch_all(pool).await?;
                 for r in rows {
-                    let hash: String = r.try_get(0)?;
-                    let name: String = r.try_get(1)?;
+                    let hash: ContentHash = parsed(r.try_get(0)?)?;
+                    let name: FileName = parsed(r.try_get(1)?)?;
                     let size = u64_of(r.try_get::<i64, _>(2)?);
-                    let peer_id: String = r.try_get(3)?;
+                    let peer_id: PeerId = parsed(r.try_get(3)?)?;
                     let addr: String = r.try_get(4)?;
                     if out.last().is_none_or(|c| c.hash != hash) {
                         out.push(Content { hash, size, names: Vec::new(), peers: Vec::new() });
@@ -654,28 +668,28 @@ impl Store {
 
     /// Heartbeat flush: sets `last_seen = now` for these peers and returns
     /// the ids that no longer exist (swept, or gone through another replica).
-    pub async fn touch(&self, ids: &[String], now: i64) -> Result<Vec<String>, sqlx::Error> {
+    pub async fn touch(&self, ids: &[PeerId], now: i64) -> Result<Vec<PeerId>, sqlx::Error> {
         let mut gone = Vec::new();
         for chunk in ids.chunks(IN_CHUNK) {
             let text = self.dialect.render(&sql::touch_peers(chunk.len()));
             let updated = with_pool!(self, pool => {
                 let mut q = sqlx::query(AssertSqlSafe(text)).bind(now);
                 for id in chunk {
-                    q = q.bind(id.as_str());
+                    q = q.bind(id.to_string());
                 }
                 q.execute(pool).await?.rows_affected()
             });
             if updated < chunk.len() as u64 {
                 let text = self.dialect.render(&sql::existing_peers(chunk.len()));
-                let existing: HashSet<String> = with_pool!(self, pool => {
+                let existing: HashSet<PeerId> = with_pool!(self, pool => {
                     let mut q = sqlx::query(AssertSqlSafe(text));
                     for id in chunk {
-                        q = q.bind(id.as_str());
+                        q = q.bind(id.to_string());
                     }
                     let rows = q.fetch_all(pool).await?;
-                    rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?
+                    rows.iter().map(|r| parsed(r.try_get::<String, _>(0)?)).collect::<Result<_, _>>()?
                 });
-                gone.extend(chunk.iter().filter(|id| !existing.contains(*id)).cloned());
+                gone.extend(chunk.iter().filter(|id| !existing.contains(*id)).copied());
             }
         }
         Ok(gone)
@@ -702,23 +716,23 @@ impl Store {
     }
 
     /// Up to `limit` peers last seen before `before`.
-    pub async fn stale_peers(&self, before: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    pub async fn stale_peers(&self, before: i64, limit: i64) -> Result<Vec<PeerId>, sqlx::Error> {
         with_pool!(self, pool => {
             let rows = sqlx::query(safe(&self.q.stale_peers)).bind(before).bind(limit).fetch_all(pool).await?;
-            rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+            rows.iter().map(|r| parsed(r.try_get::<String, _>(0)?)).collect()
         })
     }
 
     /// Deletes these peers (and their files) if they are still stale; returns
     /// how many were deleted.
-    pub async fn delete_stale(&self, ids: &[String], before: i64) -> Result<u64, sqlx::Error> {
+    pub async fn delete_stale(&self, ids: &[PeerId], before: i64) -> Result<u64, sqlx::Error> {
         let mut deleted = 0;
         for chunk in ids.chunks(IN_CHUNK) {
             let text = self.dialect.render(&sql::delete_stale(chunk.len()));
             deleted += with_pool!(self, pool => {
                 let mut q = sqlx::query(AssertSqlSafe(text));
                 for id in chunk {
-                    q = q.bind(id.as_str());
+                    q = q.bind(id.to_string());
                 }
                 q.bind(before).execute(pool).await?.rows_affected()
             });

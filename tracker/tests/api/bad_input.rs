@@ -46,7 +46,11 @@ async fn bad_input_is_rejected_and_changes_nothing(backend: Backend) {
         ),
         (
             "hash upper case",
-            entry(json!("a"), json!(1), json!(good_hash.to_uppercase())),
+            entry(
+                json!("a"),
+                json!(1),
+                json!(good_hash.to_string().to_uppercase()),
+            ),
             422,
         ),
         (

@@ -24,7 +24,6 @@ use tracing::{debug, info, warn};
 use super::ServerConfig;
 use crate::share::{Share, SharedFile};
 use crate::transfer::connection::{Connection, Incoming};
-use crate::transfer::outline;
 use crate::transfer::wire::{Kind, Request, Status};
 
 /// Largest piece a READ answer is read from disk and written in.
@@ -241,7 +240,8 @@ impl Responder {
         })();
         let sent = pos - req.offset;
         let secs = started.elapsed().as_secs_f64();
-        let hash8 = &outline::to_hex(&f.hash)[..8];
+        let hash = f.hash.to_string();
+        let hash8 = &hash[..8];
         match outcome {
             Ok(()) => {
                 info!(
