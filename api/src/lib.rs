@@ -14,6 +14,8 @@
 //!   is valid, so nothing downstream checks it again. A bad one fails to
 //!   deserialise with the message that says what is wrong
 //!   ([`InvalidField`]).
+//! - with the `sqlx` feature, the three values bind and read as text
+//!   columns, parsed as they are read.
 //! - [`bodies`]: the request and response bodies, one struct per JSON shape,
 //!   plus [`Problem`], the RFC 9457 error body. Checks that need a whole body
 //!   (unique names, the per-peer cap) belong to the tracker, which knows its
@@ -23,6 +25,8 @@ pub mod bodies;
 mod content_hash;
 mod file_name;
 mod peer_id;
+#[cfg(feature = "sqlx")]
+mod sqlx_text;
 
 pub use bodies::*;
 pub use content_hash::{ContentHash, HASH_HEX_LEN};

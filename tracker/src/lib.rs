@@ -24,7 +24,7 @@ mod metrics;
 pub mod openapi;
 mod routes;
 mod state;
-mod store;
+pub mod store;
 
 pub use config::Config;
 pub use server::run;

@@ -34,7 +34,7 @@ use sbcftp_api::PeerId;
 
 use crate::error::Error;
 use crate::state::AppState;
-use crate::store::Store;
+use crate::store::{PeerAuth, Store};
 
 /// Stale peers deleted per statement (each takes its files with it, so this
 /// bounds one statement to 100 × --max-files-per-peer rows).
@@ -97,7 +97,11 @@ impl Liveness {
         let known = match cached {
             Some(k) if now - k.alive_at.load(Ordering::Relaxed) <= ttl_ms => k,
             _ => {
-                let Some((hex, last_seen)) = store.peer_auth(peer_id).await? else {
+                let Some(PeerAuth {
+                    token_hash: hex,
+                    last_seen,
+                }) = store.peer_auth(peer_id).await?
+                else {
                     self.forget(std::iter::once(peer_id));
                     return Err(no_peer(&peer_id.to_string()));
                 };

@@ -17,7 +17,6 @@ use utoipa_axum::routes;
 use crate::error::{ApiQuery, Error, Result};
 use crate::routes::page_limit;
 use crate::state::AppState;
-use crate::store::sql::like_contains;
 use sbcftp_api::{Content, ContentHash, ContentList, MAX_NAME_LEN, Problem};
 
 /// Most holders (peer, name) listed for one content.
@@ -89,7 +88,7 @@ async fn list_files(
             next_cursor: None,
         }));
     }
-    let pattern = match query.q.as_deref() {
+    let search = match query.q.as_deref() {
         None | Some("") => None,
         Some(q) if q.len() > MAX_NAME_LEN => {
             return Err(Error::BadRequest(format!(
@@ -97,11 +96,11 @@ async fn list_files(
                 q.len()
             )));
         }
-        Some(q) => Some(like_contains(q)),
+        Some(q) => Some(q),
     };
     let mut hashes = state
         .store
-        .hash_page(min_seen, after, pattern.as_deref(), limit + 1)
+        .hash_page(min_seen, after, search, limit + 1)
         .await?;
     let more = hashes.len() as i64 > limit;
     hashes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -135,10 +134,8 @@ async fn get_content(
     let min_seen = crate::online_since(&state.config);
     state
         .store
-        .contents(&[hash], min_seen, MAX_HOLDERS)
+        .content(hash, min_seen, None, MAX_HOLDERS)
         .await?
-        .into_iter()
-        .next()
         .map(Json)
         .ok_or_else(|| Error::NotFound(format!("no online peer holds content {hash}")))
 }
