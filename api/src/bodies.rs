@@ -94,7 +94,6 @@ pub struct HeartbeatResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceFilesRequest {
-    /// The new file list.
     pub files: Vec<FileEntry>,
 }
 
@@ -125,7 +124,6 @@ pub struct FilesUpdated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Peer {
-    /// The peer's identifier.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub peer_id: PeerId,
     /// Where the peer serves files, `ip:port` (`[v6]:port`).
@@ -134,7 +132,6 @@ pub struct Peer {
     pub registered_at: String,
     /// When the tracker last heard from the peer, RFC 3339 UTC.
     pub last_seen: String,
-    /// Number of files the peer shares.
     pub file_count: u64,
     /// The peer's files (only in `GET /api/v1/peers/{peer_id}`; omitted in lists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,7 +142,6 @@ pub struct Peer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerList {
-    /// The peers on this page.
     pub peers: Vec<Peer>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
@@ -155,7 +151,6 @@ pub struct PeerList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerRef {
-    /// The peer's identifier.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub peer_id: PeerId,
     /// Where to download from, `ip:port` (`[v6]:port`).

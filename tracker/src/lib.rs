@@ -17,6 +17,7 @@
 //! - `openapi`, `metrics`.
 
 mod addr;
+mod clock;
 pub mod config;
 mod error;
 mod liveness;
@@ -37,7 +38,7 @@ mod server {
     use tokio_util::sync::CancellationToken;
 
     use crate::config::Config;
-    use crate::liveness::Liveness;
+    use crate::liveness::{Liveness, background};
     use crate::state::AppState;
     use crate::store::Store;
 
@@ -75,16 +76,17 @@ mod server {
         );
 
         let cancel = CancellationToken::new();
-        let background = tokio::spawn(crate::liveness::run_background(
-            state.clone(),
+        let background = tokio::spawn(background::run(
+            Arc::clone(&state.liveness),
+            store.clone(),
+            background::Timing {
+                ttl: state.config.peer_ttl,
+                sweep_interval: state.config.sweep_interval,
+            },
             cancel.clone(),
         ));
-        let checkpoints = (store.backend() == crate::store::Backend::Sqlite).then(|| {
-            tokio::spawn(crate::liveness::run_checkpoints(
-                store.clone(),
-                cancel.clone(),
-            ))
-        });
+        let checkpoints = (store.backend() == crate::store::Backend::Sqlite)
+            .then(|| tokio::spawn(background::run_checkpoints(store.clone(), cancel.clone())));
         let app = crate::routes::app(state);
         let served = axum::serve(
             listener,
@@ -108,22 +110,4 @@ mod server {
         tracing::info!("tracker stopped");
         served
     }
-}
-
-/// Now, in unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The TTL in milliseconds.
-pub(crate) fn ttl_ms(config: &Config) -> i64 {
-    i64::try_from(config.peer_ttl.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The oldest `last_seen` of a peer that counts as online.
-pub(crate) fn online_since(config: &Config) -> i64 {
-    now_ms().saturating_sub(ttl_ms(config))
 }

@@ -11,7 +11,6 @@ use utoipa_axum::routes;
 
 use crate::error::problem;
 use crate::state::AppState;
-use sbcftp_api::Problem;
 
 /// How long `/healthz` waits for the database.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -52,8 +51,7 @@ async fn livez() -> &'static str {
     tag = "operations",
     responses(
         (status = 200, description = "The tracker and its database answer", body = Health),
-        (status = 503, description = "The database does not answer", body = Problem,
-         content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer"),
     )
 )]
 async fn healthz(State(state): State<AppState>) -> Response {
