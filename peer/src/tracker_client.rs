@@ -39,7 +39,6 @@ pub enum TrackerError {
     /// Any other error answer.
     #[error("the tracker answered {status}: {detail}")]
     Status {
-        /// HTTP status.
         status: StatusCode,
         /// The problem's detail (or title, or body excerpt).
         detail: String,
@@ -168,7 +167,7 @@ impl TrackerClient {
         }
         let unreachable = |e: reqwest::Error| TrackerError::Unreachable {
             url: self.base.to_string(),
-            cause: error_chain(&e),
+            cause: crate::ui::error_chain(&e),
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -332,19 +331,4 @@ impl TrackerClient {
             next_cursor: None,
         })
     }
-}
-
-/// An error and its causes on one line: `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
 }

@@ -184,9 +184,9 @@ async fn resume_after_the_source_is_killed() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "movie.bin",
-        blake3::hash(&data).as_bytes(),
+        &content_hash(&data),
     ));
 
     let get = peer_spawn(&tracker, &["get", "movie.bin", "--out", &od]);
@@ -237,9 +237,9 @@ async fn frozen_source_fails_over_in_the_same_run() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "data.bin",
-        blake3::hash(&data).as_bytes(),
+        &content_hash(&data),
     ));
 
     let get = peer_spawn(
@@ -283,9 +283,9 @@ async fn corrupt_source_is_detected_and_reported() {
     }
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "rot.bin",
-        blake3::hash(&data).as_bytes(),
+        &content_hash(&data),
     ));
     let out = peer_cmd(&tracker, &["get", "rot.bin", "--out", &od]).await;
     let (_, err) = text(&out);
@@ -415,9 +415,9 @@ async fn sigterm_mid_transfer_leaves_and_aborts_cleanly() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "x.bin",
-        blake3::hash(&data).as_bytes(),
+        &content_hash(&data),
     ));
     let get = peer_spawn(&tracker, &["get", "x.bin", "--out", &od]);
     wait_for("a verified block in the part file", || async {
