@@ -60,6 +60,27 @@ pub struct Config {
     #[arg(long, env = "SBCFTP_MAX_FILES_PER_PEER", default_value_t = 100_000)]
     pub max_files_per_peer: usize,
 
+    /// Most peers registered from one client address at once (0: no limit).
+    /// A NAT or an office shares one address, so the default leaves room for
+    /// tens of peers behind it.
+    #[arg(long, env = "SBCFTP_MAX_PEERS_PER_IP", default_value_t = 64)]
+    pub max_peers_per_ip: u64,
+
+    /// Most file entries across all peers registered from one client address
+    /// (0: no limit).
+    #[arg(long, env = "SBCFTP_MAX_FILES_PER_IP", default_value_t = 1_000_000)]
+    pub max_files_per_ip: u64,
+
+    /// Sustained requests per second one client address may send (0: no
+    /// limit). Heartbeats, `/healthz` and `/livez` are never limited.
+    #[arg(long, env = "SBCFTP_REQUESTS_PER_IP", default_value_t = 50)]
+    pub requests_per_ip: u32,
+
+    /// Requests one client address may send at once above the sustained
+    /// rate (at least `--requests-per-ip`).
+    #[arg(long, env = "SBCFTP_REQUESTS_BURST", default_value_t = 200)]
+    pub requests_burst: u32,
+
     /// Page size of lists when the request gives no `limit`.
     #[arg(long, env = "SBCFTP_DEFAULT_PAGE_SIZE", default_value_t = 100)]
     pub default_page_size: u32,
@@ -107,6 +128,10 @@ impl std::fmt::Debug for Config {
                 &self.registration_key().map(|_| "<redacted>"),
             )
             .field("max_files_per_peer", &self.max_files_per_peer)
+            .field("max_peers_per_ip", &self.max_peers_per_ip)
+            .field("max_files_per_ip", &self.max_files_per_ip)
+            .field("requests_per_ip", &self.requests_per_ip)
+            .field("requests_burst", &self.requests_burst)
             .field("default_page_size", &self.default_page_size)
             .field("max_page_size", &self.max_page_size)
             .field("max_body_bytes", &self.max_body_bytes)

@@ -12,7 +12,7 @@
 //! | start | [`run`] (here), `main.rs` | connect, migrate, spawn the background task, serve until shutdown; `main.rs` only parses flags and signals |
 //! | config | [`config`] | every flag and `SBCFTP_…` variable, validated once |
 //! | HTTP | `routes/` | one module per feature (`peers`, `files`, `health`), merged in `routes/mod.rs` with the layers (body limit, concurrency, timeout, request id, tracing, problem+json for bare errors); `routes/auth.rs`: the extractors that authenticate (`AuthPeer`, `RegistrationKey`); `routes/doc.rs`: shared error descriptions |
-//! | HTTP edge | `error`, `addr` | the one error type and its status for every failure below; the client's address (trusted proxies) |
+//! | HTTP edge | `error`, `addr`, `limits` | the one error type and its status for every failure below; the client's address (trusted proxies); per-address rate limit and quotas |
 //! | document | [`openapi`] | the OpenAPI document assembled from the routes |
 //! | liveness | `liveness/` | heartbeat cache and flush (`mod.rs`, with its own `AuthError`), the sweep and checkpoints (`background.rs`) |
 //! | data | [`store`] | the database over SQLite, MySQL/MariaDB and PostgreSQL, one file per concern, every statement in `store/sql.rs` |
@@ -25,6 +25,7 @@ mod addr;
 mod clock;
 pub mod config;
 mod error;
+mod limits;
 mod liveness;
 mod metrics;
 pub mod openapi;
@@ -64,10 +65,15 @@ mod server {
         )
         .await?;
         store.migrate().await?;
+        let rate_limits = Arc::new(crate::limits::RateLimits::new(
+            config.requests_per_ip,
+            config.requests_burst,
+        ));
         let state = AppState {
             config: Arc::new(config),
             store: store.clone(),
             liveness: Arc::new(Liveness::default()),
+            rate_limits,
             openapi_json: crate::openapi::openapi_json().into(),
         };
         let local = listener

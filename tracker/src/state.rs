@@ -14,6 +14,8 @@ pub struct AppState {
     pub store: Store,
     /// Heartbeat cache, pending heartbeats and counters.
     pub liveness: Arc<Liveness>,
+    /// The per-address request rate.
+    pub rate_limits: Arc<crate::limits::RateLimits>,
     /// The OpenAPI document, rendered once.
     pub openapi_json: Arc<str>,
 }

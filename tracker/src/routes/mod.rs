@@ -41,6 +41,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 pub fn app(state: AppState) -> Router {
     let (router, _) = api_router().split_for_parts();
     let config = state.config.clone();
+    let state_for_limits = state.clone();
     router
         .route_layer(axum::middleware::from_fn(crate::metrics::track_requests))
         .fallback(|| async { StatusCode::NOT_FOUND })
@@ -52,6 +53,11 @@ pub fn app(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
+        ))
+        // Outside the concurrency limit: a refused request holds no slot.
+        .layer(axum::middleware::from_fn_with_state(
+            state_for_limits,
+            crate::limits::rate_limit,
         ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())

@@ -26,6 +26,7 @@ use super::doc::{DatabaseErrors, JsonBodyErrors, PeerAuthErrors};
 use super::{cursor, page_limit, paginate, rfc3339};
 use crate::clock::{now_ms, online_since};
 use crate::error::{ApiJson, ApiQuery, Error, Result};
+use crate::limits;
 use crate::liveness::hash_token;
 use crate::state::AppState;
 use crate::store::{FilesOutcome, NewPeer, PeerRow};
@@ -69,6 +70,26 @@ fn check_files(files: &[FileEntry], cap: usize, field: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The address a peer registered from and what the other peers of that
+/// address hold (`None`: no such peer, or the quotas are off).
+async fn others_at_ip(
+    state: &AppState,
+    peer_id: &PeerId,
+) -> Result<Option<(std::net::IpAddr, limits::Usage)>> {
+    if state.config.max_files_per_ip == 0 {
+        return Ok(None);
+    }
+    let Some(ip) = state
+        .store
+        .peer_row(peer_id)
+        .await?
+        .and_then(|row| limits::addr_ip(&row.addr))
+    else {
+        return Ok(None);
+    };
+    Ok(Some((ip, limits::usage(state, ip, Some(peer_id)).await?)))
 }
 
 /// The answer to a file-list change.
@@ -130,6 +151,7 @@ fn new_token() -> String {
         (status = 401, description = "The tracker is private and no registration key was sent"),
         (status = 403, description = "Wrong registration key"),
         (status = 422, description = "Invalid values (port, names, hashes, sizes, too many files)"),
+        (status = 429, description = "Over a per-address limit: peers (`--max-peers-per-ip`), files (`--max-files-per-ip`) or request rate; see `Retry-After`"),
         DatabaseErrors,
     )
 )]
@@ -147,6 +169,8 @@ async fn register(
     }
     check_files(&req.files, state.config.max_files_per_peer, "files")?;
     let ip = crate::addr::client_ip(&state.config, socket, &headers)?;
+    let usage = limits::usage(&state, ip, None).await?;
+    limits::check_register(&state.config, ip, usage, req.files.len())?;
     let addr = crate::addr::format_addr(ip, req.port);
 
     let peer_id = PeerId::from_bytes(rand::random());
@@ -276,6 +300,9 @@ async fn replace_files(
     ApiJson(req): ApiJson<ReplaceFilesRequest>,
 ) -> Result<Json<FilesUpdated>> {
     check_files(&req.files, state.config.max_files_per_peer, "files")?;
+    if let Some((ip, others)) = others_at_ip(&state, &peer_id).await? {
+        limits::check_files(&state.config, ip, others, req.files.len())?;
+    }
     let outcome = state.store.replace_files(&peer_id, &req.files).await?;
     files_updated(outcome, &peer_id, &state)
 }
@@ -320,10 +347,23 @@ async fn patch_files(
             "remove[{i}]: {name:?} is also in add; a name may be in only one of them"
         )));
     }
+    // The per-address quota is a second cap, applied in the same transaction.
+    let others = others_at_ip(&state, &peer_id).await?;
+    let room = others.map_or(usize::MAX, |(_, o)| limits::files_room(&state.config, o));
     let outcome = state
         .store
-        .patch_files(&peer_id, &req.remove, &req.add, cap)
+        .patch_files(&peer_id, &req.remove, &req.add, cap.min(room))
         .await?;
+    if let (FilesOutcome::OverCap(n), Some((ip, others))) = (&outcome, others)
+        && usize::try_from(*n).unwrap_or(usize::MAX) <= cap
+    {
+        limits::check_files(
+            &state.config,
+            ip,
+            others,
+            usize::try_from(*n).unwrap_or(usize::MAX),
+        )?;
+    }
     files_updated(outcome, &peer_id, &state)
 }
 

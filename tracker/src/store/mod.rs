@@ -41,7 +41,7 @@ use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 pub use connect::Backend;
 pub use files::FilesOutcome;
-pub use peers::{NewPeer, PeerAuth, PeerRow};
+pub use peers::{NewPeer, PeerAuth, PeerCount, PeerRow};
 use sql::Statements;
 
 #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]

@@ -34,6 +34,13 @@ pub(super) struct PeerIdRow {
     pub peer_id: PeerId,
 }
 
+/// A peer's file count, for the per-address quota.
+#[derive(Debug, Clone, sqlx_macros::FromRow)]
+pub struct PeerCount {
+    pub peer_id: PeerId,
+    pub file_count: i64,
+}
+
 /// A new peer to insert.
 #[derive(Debug)]
 pub struct NewPeer<'a> {
@@ -113,6 +120,28 @@ impl Store {
                 .fetch_all(pool)
                 .await?;
             Ok(Some((peer, files.into_iter().map(FileEntry::from).collect())))
+        })
+    }
+
+    /// Every peer (online or not yet swept) whose `addr` matches `pattern`
+    /// (see `limits::addr_pattern`), with its file count.
+    pub async fn peers_at(&self, pattern: &str) -> Result<Vec<PeerCount>, sqlx::Error> {
+        with_pool!(self, pool => {
+            sqlx::query_as(fixed(&self.sql.peers_at))
+                .bind(pattern)
+                .fetch_all(pool)
+                .await
+        })
+    }
+
+    /// A peer's row, online or not yet swept.
+    pub async fn peer_row(&self, peer_id: &PeerId) -> Result<Option<PeerRow>, sqlx::Error> {
+        with_pool!(self, pool => {
+            sqlx::query_as(fixed(&self.sql.get_peer))
+                .bind(peer_id)
+                .bind(0_i64)
+                .fetch_optional(pool)
+                .await
         })
     }
 

@@ -52,6 +52,10 @@ pub const GET_PEER: &str = "SELECT peer_id, addr, registered_at, last_seen, file
 /// A peer's files.
 pub const PEER_FILES: &str = "SELECT name, size, hash FROM files WHERE peer_id = ? ORDER BY name";
 
+/// The peers registered from one address (a `LIKE` pattern of `addr`,
+/// escape `!`) with their file counts, for the per-address quotas.
+pub const PEERS_AT: &str = "SELECT peer_id, file_count FROM peers WHERE addr LIKE ? ESCAPE '!'";
+
 /// A page of online peers after a cursor.
 pub const LIST_PEERS: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count FROM peers \
      WHERE last_seen >= ? AND peer_id > ? ORDER BY peer_id LIMIT ?";
@@ -128,6 +132,8 @@ pub struct Statements {
     pub peer_files: Arc<str>,
     /// [`LIST_PEERS`].
     pub list_peers: Arc<str>,
+    /// [`PEERS_AT`].
+    pub peers_at: Arc<str>,
     /// [`HASH_PAGE`] or its backend's variant.
     pub hash_page: Arc<str>,
     /// [`SEARCH_PAGE`] or its backend's variant.
@@ -164,6 +170,7 @@ impl Statements {
             get_peer: r(GET_PEER),
             peer_files: r(PEER_FILES),
             list_peers: r(LIST_PEERS),
+            peers_at: r(PEERS_AT),
             hash_page: r(hash_page),
             search_page: r(search_page),
             take_lease: r(TAKE_LEASE),
@@ -173,7 +180,7 @@ impl Statements {
     }
 
     /// Every fixed statement, for the test that prepares them all.
-    pub fn all(&self) -> [&Arc<str>; 16] {
+    pub fn all(&self) -> [&Arc<str>; 17] {
         [
             &self.ping,
             &self.insert_peer,
@@ -186,6 +193,7 @@ impl Statements {
             &self.get_peer,
             &self.peer_files,
             &self.list_peers,
+            &self.peers_at,
             &self.hash_page,
             &self.search_page,
             &self.take_lease,

@@ -7,6 +7,7 @@ mod helpers;
 
 mod bad_input;
 mod lifecycle;
+mod limits;
 mod liveness;
 mod operations;
 mod pagination;
