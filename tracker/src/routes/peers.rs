@@ -13,8 +13,8 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use sbcftp_api::{
-    FileEntry, FilesUpdated, HeartbeatResponse, PatchFilesRequest, Peer, PeerId, PeerList,
-    RegisterRequest, RegisterResponse, ReplaceFilesRequest,
+    FileEntry, FilesUpdated, HeartbeatResponse, PatchFilesRequest, Peer, PeerFileList, PeerId,
+    PeerList, RegisterRequest, RegisterResponse, ReplaceFilesRequest,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -37,10 +37,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(register, list_peers))
         .routes(routes!(get_peer, leave))
         .routes(routes!(heartbeat))
-        .routes(routes!(replace_files, patch_files))
+        .routes(routes!(replace_files, patch_files, peer_files))
 }
 
-/// Query of `GET /api/v1/peers`.
+/// Query of `GET /api/v1/peers` and `GET /api/v1/peers/{peer_id}/files`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PeersQuery {
@@ -108,14 +108,13 @@ fn files_updated(
     }
 }
 
-fn to_peer(row: PeerRow, files: Option<Vec<FileEntry>>) -> Peer {
+fn to_peer(row: PeerRow) -> Peer {
     Peer {
         peer_id: row.peer_id,
         addr: row.addr,
         registered_at: rfc3339(row.registered_at),
         last_seen: rfc3339(row.last_seen),
         file_count: u64::try_from(row.file_count).unwrap_or(0),
-        files,
     }
 }
 
@@ -224,12 +223,13 @@ async fn list_peers(
         .await?;
     let (rows, next_cursor) = paginate(rows, limit, |r| r.peer_id);
     Ok(Json(PeerList {
-        peers: rows.into_iter().map(|r| to_peer(r, None)).collect(),
+        peers: rows.into_iter().map(to_peer).collect(),
         next_cursor,
     }))
 }
 
-/// One online peer and its files.
+/// One online peer, with its file count (its files are
+/// `GET /api/v1/peers/{peer_id}/files`, a page at a time).
 #[utoipa::path(
     get,
     path = "/api/v1/peers/{peer_id}",
@@ -246,14 +246,75 @@ async fn get_peer(
     Path(peer_id): Path<String>,
 ) -> Result<Json<Peer>> {
     let id = PeerId::parse(&peer_id).map_err(|_| Error::NoPeer(peer_id))?;
-    match state
-        .store
-        .get_peer(&id, online_since(state.config.peer_ttl))
-        .await?
-    {
-        Some((row, files)) => Ok(Json(to_peer(row, Some(files)))),
-        None => Err(Error::no_peer(&id)),
+    Ok(Json(to_peer(online_peer(&state, &id).await?)))
+}
+
+/// The cursor of a page of files: the last name, in hex, so that it needs
+/// no escaping in a query string.
+struct NameCursor(String);
+
+impl std::fmt::Display for NameCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.bytes().try_for_each(|b| write!(f, "{b:02x}"))
     }
+}
+
+impl std::str::FromStr for NameCursor {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        if !s.len().is_multiple_of(2) || s.len() > 2 * sbcftp_api::MAX_NAME_LEN {
+            return Err(());
+        }
+        let bytes = (0..s.len())
+            .step_by(2)
+            .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or(())?;
+        String::from_utf8(bytes).map(NameCursor).map_err(|_| ())
+    }
+}
+
+/// The row of an online peer, or 404.
+async fn online_peer(state: &AppState, id: &PeerId) -> Result<PeerRow> {
+    state
+        .store
+        .get_peer(id, online_since(state.config.peer_ttl))
+        .await?
+        .ok_or_else(|| Error::no_peer(id))
+}
+
+/// One online peer's files, by name, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/peers/{peer_id}/files",
+    tag = "peers",
+    params(
+        ("peer_id" = String, Path, description = "The peer's id"),
+        PeersQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of the peer's files", body = PeerFileList),
+        (status = 400, description = "Bad limit or cursor"),
+        (status = 404, description = "No such online peer"),
+        DatabaseErrors,
+    )
+)]
+async fn peer_files(
+    State(state): State<AppState>,
+    Path(peer_id): Path<String>,
+    ApiQuery(query): ApiQuery<PeersQuery>,
+) -> Result<Json<PeerFileList>> {
+    let id = PeerId::parse(&peer_id).map_err(|_| Error::NoPeer(peer_id))?;
+    let limit = page_limit(query.limit, &state)?;
+    let after = cursor::<NameCursor>(query.cursor.as_deref())?.map(|c| c.0);
+    online_peer(&state, &id).await?;
+    let rows = state
+        .store
+        .peer_files(&id, after.as_deref(), limit + 1)
+        .await?;
+    let (files, next_cursor) = paginate(rows, limit, |f| NameCursor(f.name.as_str().to_owned()));
+    Ok(Json(PeerFileList { files, next_cursor }))
 }
 
 /// Keep a peer alive. Answers 404 once the peer has been swept; it should

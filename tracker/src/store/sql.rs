@@ -49,8 +49,9 @@ pub const DELETE_PEER: &str = "DELETE FROM peers WHERE peer_id = ?";
 pub const GET_PEER: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count FROM peers \
      WHERE peer_id = ? AND last_seen >= ?";
 
-/// A peer's files.
-pub const PEER_FILES: &str = "SELECT name, size, hash FROM files WHERE peer_id = ? ORDER BY name";
+/// A page of a peer's files after a name (its primary key is `(peer_id, name)`).
+pub const PEER_FILES: &str = "SELECT name, size, hash FROM files WHERE peer_id = ? AND name > ? \
+     ORDER BY name LIMIT ?";
 
 /// The peers registered from one address (a `LIKE` pattern of `addr`,
 /// escape `!`) with their file counts, for the per-address quotas.

@@ -390,6 +390,18 @@ impl TestApp {
         }
     }
 
+    /// Every file of a peer, walked `limit` at a time (so in name order).
+    pub async fn peer_files(&self, peer_id: &sbcftp_api::PeerId, limit: u32) -> Vec<FileEntry> {
+        self.walk(
+            &format!("/api/v1/peers/{peer_id}/files?limit={limit}"),
+            "files",
+        )
+        .await
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect()
+    }
+
     /// Everything the tracker shows, without the times that heartbeats move:
     /// every peer with its files, and every content.
     pub async fn snapshot(&self) -> Value {
@@ -399,6 +411,10 @@ impl TestApp {
             let (s, mut full) = self.get_json(&format!("/api/v1/peers/{id}")).await;
             assert_eq!(s, StatusCode::OK);
             full.as_object_mut().unwrap().remove("last_seen");
+            let files = self
+                .walk(&format!("/api/v1/peers/{id}/files?limit=7"), "files")
+                .await;
+            full["files"] = Value::Array(files);
             detailed.push(full);
         }
         let files = self.walk("/api/v1/files", "files").await;
