@@ -93,9 +93,25 @@ pub struct Config {
     #[arg(long, env = "SBCFTP_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Most requests handled at once; more wait (until the request timeout).
+    /// Most requests handled at once, over the whole service; more wait up
+    /// to the request timeout, then get 503.
     #[arg(long, env = "SBCFTP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+
+    /// Most TCP connections open at once; one more is closed when accepted.
+    /// Keep it under the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "SBCFTP_MAX_OPEN_CONNECTIONS", default_value_t = 4096)]
+    pub max_open_connections: usize,
+
+    /// Time a client has to send a request's head, from when the connection
+    /// opens or the previous answer was sent: closes slowloris connections,
+    /// and is the idle keep-alive timeout.
+    #[arg(long, env = "SBCFTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a client may leave an answer unread before it is disconnected.
+    #[arg(long, env = "SBCFTP_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
 
     /// Time limit for one request, including waiting for the database.
     #[arg(long, env = "SBCFTP_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -136,6 +152,9 @@ impl std::fmt::Debug for Config {
             .field("max_page_size", &self.max_page_size)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_connections", &self.max_connections)
+            .field("max_open_connections", &self.max_open_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("write_timeout", &self.write_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout", &self.db_acquire_timeout)
@@ -168,6 +187,12 @@ impl Config {
         }
         if self.max_connections == 0 || self.db_max_connections == 0 {
             bail!("--max-connections and --db-max-connections must be more than 0");
+        }
+        if self.max_open_connections == 0 {
+            bail!("--max-open-connections must be more than 0");
+        }
+        if self.header_timeout.is_zero() || self.write_timeout.is_zero() {
+            bail!("--header-timeout and --write-timeout must be more than 0");
         }
         if self.max_body_bytes < 1024 {
             bail!("--max-body-bytes must be at least 1024");

@@ -9,7 +9,7 @@
 //!
 //! | layer | module | what it holds |
 //! | --- | --- | --- |
-//! | start | [`run`] (here), `main.rs` | connect, migrate, spawn the background task, serve until shutdown; `main.rs` only parses flags and signals |
+//! | start | [`run`] (here), `serve`, `main.rs` | connect, migrate, spawn the background task, serve until shutdown (`serve`: the accept loop with the connection limits); `main.rs` only parses flags and signals |
 //! | config | [`config`] | every flag and `SBCFTP_…` variable, validated once |
 //! | HTTP | `routes/` | one module per feature (`peers`, `files`, `health`), merged in `routes/mod.rs` with the layers (body limit, concurrency, timeout, request id, tracing, problem+json for bare errors); `routes/auth.rs`: the extractors that authenticate (`AuthPeer`, `RegistrationKey`); `routes/doc.rs`: shared error descriptions |
 //! | HTTP edge | `error`, `addr`, `limits` | the one error type and its status for every failure below; the client's address (trusted proxies); per-address rate limit and quotas |
@@ -30,6 +30,7 @@ mod liveness;
 mod metrics;
 pub mod openapi;
 mod routes;
+mod serve;
 mod state;
 pub mod store;
 
@@ -37,7 +38,6 @@ pub use config::Config;
 pub use server::run;
 
 mod server {
-    use std::net::SocketAddr;
     use std::sync::Arc;
 
     use anyhow::Context;
@@ -65,6 +65,8 @@ mod server {
         )
         .await?;
         store.migrate().await?;
+        let (max_connections, db_max_connections) =
+            (config.max_connections, config.db_max_connections);
         let rate_limits = Arc::new(crate::limits::RateLimits::new(
             config.requests_per_ip,
             config.requests_burst,
@@ -74,6 +76,10 @@ mod server {
             store: store.clone(),
             liveness: Arc::new(Liveness::default()),
             rate_limits,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_connections)),
+            reads: Arc::new(tokio::sync::Semaphore::new(crate::limits::read_share(
+                db_max_connections,
+            ))),
             openapi_json: crate::openapi::openapi_json().into(),
         };
         let local = listener
@@ -98,14 +104,19 @@ mod server {
         ));
         let checkpoints = (store.backend() == crate::store::Backend::Sqlite)
             .then(|| tokio::spawn(background::run_checkpoints(store.clone(), cancel.clone())));
+        let state_config = Arc::clone(&state.config);
         let app = crate::routes::app(state);
-        let served = axum::serve(
+        crate::serve::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            crate::serve::ConnectionLimits {
+                max_open: state_config.max_open_connections,
+                header_timeout: state_config.header_timeout,
+                write_timeout: state_config.write_timeout,
+            },
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server error");
+        .await;
         tracing::info!("shutting down: flushing heartbeats");
         cancel.cancel();
         if let Err(e) = background.await {
@@ -119,6 +130,6 @@ mod server {
         }
         store.close().await;
         tracing::info!("tracker stopped");
-        served
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -119,6 +120,66 @@ pub async fn rate_limit(
             .into_response()
         }
     }
+}
+
+/// Middleware: at most `--max-connections` requests are handled at once
+/// over the whole service (one semaphore, not one per route). A request
+/// waits for a slot at most `--request-timeout`, then gets 503.
+pub async fn limit_in_flight(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let slot = tokio::time::timeout(
+        state.config.request_timeout,
+        Arc::clone(&state.in_flight).acquire_owned(),
+    )
+    .await;
+    let Ok(Ok(permit)) = slot else {
+        metrics::counter!("sbcftp_requests_shed_total").increment(1);
+        return Error::Busy(format!(
+            "the tracker is handling its most requests at once (--max-connections {}); retry",
+            state.config.max_connections
+        ))
+        .into_response();
+    };
+    let resp = next.run(req).await;
+    drop(permit);
+    resp
+}
+
+/// Middleware: lists, searches and other reads of `/api/v1` (the requests
+/// whose cost grows with the data) share half of the database pool, so
+/// however many of them queue, registrations, heartbeat authentication,
+/// the heartbeat flush and `/healthz` always find a connection. A read
+/// waits for its share at most `--request-timeout`, then gets 503.
+pub async fn limit_reads(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let is_read = req.method() == Method::GET
+        && path.starts_with("/api/v1/")
+        && path != "/api/v1/openapi.json";
+    if !is_read {
+        return next.run(req).await;
+    }
+    let slot = tokio::time::timeout(
+        state.config.request_timeout,
+        Arc::clone(&state.reads).acquire_owned(),
+    )
+    .await;
+    let Ok(Ok(permit)) = slot else {
+        metrics::counter!("sbcftp_requests_shed_total").increment(1);
+        return Error::Busy(
+            "too many lists and searches at once (they share half of --db-max-connections); retry"
+                .into(),
+        )
+        .into_response();
+    };
+    let resp = next.run(req).await;
+    drop(permit);
+    resp
+}
+
+/// The number of database connections lists and searches may use at once.
+pub fn read_share(db_max_connections: u32) -> usize {
+    usize::try_from(db_max_connections / 2)
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 /// What the peers registered from one address hold.

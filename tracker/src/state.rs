@@ -16,6 +16,10 @@ pub struct AppState {
     pub liveness: Arc<Liveness>,
     /// The per-address request rate.
     pub rate_limits: Arc<crate::limits::RateLimits>,
+    /// Slots of requests in flight (`--max-connections`), for the whole service.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Slots of database reads by lists and searches (half the pool).
+    pub reads: Arc<tokio::sync::Semaphore>,
     /// The OpenAPI document, rendered once.
     pub openapi_json: Arc<str>,
 }

@@ -47,14 +47,21 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(
-            config.max_connections,
+        .layer(axum::middleware::from_fn_with_state(
+            state_for_limits.clone(),
+            crate::limits::limit_reads,
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
-        // Outside the concurrency limit: a refused request holds no slot.
+        // Outside the timeout: waiting for a slot has its own bound (503),
+        // and the request then has its whole time.
+        .layer(axum::middleware::from_fn_with_state(
+            state_for_limits.clone(),
+            crate::limits::limit_in_flight,
+        ))
+        // Outside the in-flight limit: a refused request holds no slot.
         .layer(axum::middleware::from_fn_with_state(
             state_for_limits,
             crate::limits::rate_limit,
