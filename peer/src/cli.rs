@@ -29,7 +29,8 @@ pub struct Cli {
     )]
     pub tracker: String,
 
-    /// Key for a private tracker, sent as `Authorization: Bearer <key>` when registering.
+    /// Key for a private tracker, sent as `Authorization: Bearer <key>` when
+    /// registering and with every list, search and download look-up.
     #[arg(
         long,
         global = true,

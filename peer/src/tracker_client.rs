@@ -279,7 +279,13 @@ impl TrackerClient {
             query.push(("cursor", c));
         }
         let url = self.url("/files", &query)?;
-        self.expect(Method::GET, url, None, None::<&()>).await
+        self.expect(
+            Method::GET,
+            url,
+            self.registration_key.as_deref(),
+            None::<&()>,
+        )
+        .await
     }
 
     /// Every content matching `q`, following cursors up to `cap` rows.
@@ -305,7 +311,13 @@ impl TrackerClient {
     /// `GET /api/v1/files/{hash}`.
     pub async fn content(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
         let url = self.url(&format!("/files/{hash}"), &[])?;
-        self.expect(Method::GET, url, None, None::<&()>).await
+        self.expect(
+            Method::GET,
+            url,
+            self.registration_key.as_deref(),
+            None::<&()>,
+        )
+        .await
     }
 
     /// Every online peer, following cursors up to `cap` rows.
@@ -318,7 +330,14 @@ impl TrackerClient {
                 query.push(("cursor", c.as_str()));
             }
             let url = self.url("/peers", &query)?;
-            let page: PeerList = self.expect(Method::GET, url, None, None::<&()>).await?;
+            let page: PeerList = self
+                .expect(
+                    Method::GET,
+                    url,
+                    self.registration_key.as_deref(),
+                    None::<&()>,
+                )
+                .await?;
             out.extend(page.peers);
             match page.next_cursor {
                 Some(c) if out.len() < cap && Some(&c) != cursor.as_ref() => cursor = Some(c),

@@ -46,13 +46,18 @@ pub struct Config {
     #[arg(long, env = "SBCFTP_SWEEP_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
 
-    /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` header is
-    /// believed (for example `10.0.0.0/8,127.0.0.1/32`). Empty: the header is ignored.
+    /// Comma-separated exact addresses (or CIDRs) of reverse proxies whose
+    /// `X-Forwarded-For` header is believed (for example `172.18.0.1`). Give
+    /// each proxy's own address, not a private range: a client inside a
+    /// trusted range can claim any address, and so point other peers'
+    /// downloads at a victim. Empty: the header is ignored.
     #[arg(long, env = "SBCFTP_TRUSTED_PROXIES", default_value = "", value_parser = parse_proxies)]
     pub trusted_proxies: ProxyList,
 
-    /// Secret that registering peers must send as `Authorization: Bearer <key>`;
-    /// makes the tracker private. Unset or empty: anyone may register.
+    /// Secret that makes the tracker private: registering, every read of
+    /// `/api/v1` and `/metrics` must send `Authorization: Bearer <key>`
+    /// (`/healthz`, `/livez` and the OpenAPI document stay open). Unset or
+    /// empty: a public tracker.
     #[arg(long, env = "SBCFTP_REGISTRATION_KEY", hide_env_values = true)]
     pub registration_key: Option<String>,
 

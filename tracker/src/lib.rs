@@ -76,6 +76,7 @@ mod server {
             store: store.clone(),
             liveness: Arc::new(Liveness::default()),
             rate_limits,
+            key_failures: Arc::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_connections)),
             reads: Arc::new(tokio::sync::Semaphore::new(crate::limits::read_share(
                 db_max_connections,

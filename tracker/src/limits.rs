@@ -74,6 +74,68 @@ impl RateLimits {
     }
 }
 
+/// Failed registration-key checks per address: a burst of
+/// [`KEY_FAILURE_BURST`], then one per [`KEY_FAILURE_PERIOD`]. An address
+/// over it is blocked until its bucket refills, and its requests are
+/// refused before the key is compared, so guessing runs at that pace.
+#[derive(Debug)]
+pub struct KeyFailures {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    blocked: std::sync::Mutex<std::collections::HashMap<IpAddr, std::time::Instant>>,
+}
+
+/// Failed key checks an address may make at once.
+pub const KEY_FAILURE_BURST: u32 = 10;
+/// Then one more per this period.
+pub const KEY_FAILURE_PERIOD: Duration = Duration::from_secs(6);
+
+/// Most addresses remembered as blocked (expired ones are dropped first).
+const MAX_BLOCKED: usize = 65_536;
+
+impl Default for KeyFailures {
+    fn default() -> Self {
+        let burst = NonZeroU32::new(KEY_FAILURE_BURST).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(KEY_FAILURE_PERIOD)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        KeyFailures {
+            limiter: RateLimiter::keyed(quota),
+            blocked: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl KeyFailures {
+    /// `Err(wait)` while `ip` is blocked.
+    pub fn blocked(&self, ip: IpAddr) -> Result<(), Duration> {
+        let blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        match blocked.get(&ip) {
+            Some(until) => match until.checked_duration_since(std::time::Instant::now()) {
+                Some(wait) if !wait.is_zero() => Err(wait),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed check of `ip`; blocks it when over the budget.
+    pub fn failed(&self, ip: IpAddr) {
+        metrics::counter!("sbcftp_key_failures_total").increment(1);
+        if let Err(not_until) = self.limiter.check_key(&ip) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let now = std::time::Instant::now();
+            let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+            if blocked.len() >= MAX_BLOCKED {
+                blocked.retain(|_, until| *until > now);
+                self.limiter.retain_recent();
+            }
+            if blocked.len() < MAX_BLOCKED {
+                blocked.insert(ip, now + wait);
+            }
+        }
+    }
+}
+
 /// Whether a request is exempt from the rate limit: heartbeats and probes.
 fn exempt(method: &Method, path: &str) -> bool {
     match path {

@@ -16,6 +16,8 @@ pub struct AppState {
     pub liveness: Arc<Liveness>,
     /// The per-address request rate.
     pub rate_limits: Arc<crate::limits::RateLimits>,
+    /// Failed registration-key checks per address.
+    pub key_failures: Arc<crate::limits::KeyFailures>,
     /// Slots of requests in flight (`--max-connections`), for the whole service.
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Slots of database reads by lists and searches (half the pool).

@@ -185,4 +185,16 @@ async fn private_tracker_needs_the_registration_key() {
         ],
     )
     .await;
+
+    // Reading the index needs the key as well.
+    let out = peer_cmd(&tracker, &["files"]).await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("private"), "{stderr}");
+    let out = peer_cmd(&tracker, &["--registration-key", "s3cret", "files"]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains('g') && stdout.contains('h'), "{stdout}");
+    let out = peer_cmd(&tracker, &["--registration-key", "s3cret", "peers"]).await;
+    assert!(out.status.success(), "{}", text(&out).1);
 }

@@ -61,6 +61,11 @@ pub fn app(state: AppState) -> Router {
             state_for_limits.clone(),
             crate::limits::limit_in_flight,
         ))
+        // A private tracker's reads need the key, checked before anything else.
+        .layer(axum::middleware::from_fn_with_state(
+            state_for_limits.clone(),
+            auth::private_reads,
+        ))
         // Outside the in-flight limit: a refused request holds no slot.
         .layer(axum::middleware::from_fn_with_state(
             state_for_limits,
