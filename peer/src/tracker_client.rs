@@ -61,6 +61,66 @@ impl TrackerError {
     }
 }
 
+/// The tracker's base URL from what the user typed: `host:port` means
+/// `http://host:port`, and a trailing `/api/v1` (copied from a curl example)
+/// is dropped, since every request adds it.
+fn parse_base(typed: &str) -> anyhow::Result<Url> {
+    let typed = typed.trim();
+    let with_scheme = if typed.contains("://") {
+        typed.to_owned()
+    } else {
+        format!("http://{typed}")
+    };
+    let mut base = Url::parse(&with_scheme).map_err(|e| {
+        anyhow::anyhow!(
+            "--tracker {typed:?} is not a URL ({e}); write it as http://HOST:PORT, e.g. http://127.0.0.1:8080"
+        )
+    })?;
+    if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+        anyhow::bail!(
+            "--tracker {typed:?} is not an http:// or https:// URL; write it as http://HOST:PORT, e.g. http://127.0.0.1:8080"
+        );
+    }
+    let path = base.path().trim_end_matches('/');
+    let path = path.strip_suffix(API_PREFIX).unwrap_or(path);
+    let path = format!("{path}/");
+    base.set_path(&path);
+    Ok(base)
+}
+
+/// Why the tracker at `base` could not be reached, with what to do about it,
+/// for the common cases; the error's own chain otherwise.
+fn unreachable_cause(e: &reqwest::Error, base: &Url) -> String {
+    let chain = crate::ui::error_chain(e);
+    let refused = std::iter::successors(Some(e as &dyn std::error::Error), |c| c.source())
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    if refused || chain.contains("Connection refused") {
+        return "nothing listens there; start the tracker (sbcftp-tracker) or point --tracker at it"
+            .into();
+    }
+    if e.is_timeout() {
+        return format!(
+            "no answer within {}s; check that the tracker runs and that --tracker is its address",
+            REQUEST_TIMEOUT.as_secs()
+        );
+    }
+    if base.scheme() == "https"
+        && (chain.contains("InvalidContentType") || chain.contains("corrupt message"))
+    {
+        let mut plain = base.clone();
+        let _ = plain.set_scheme("http");
+        return format!("it does not speak TLS; use --tracker {plain}");
+    }
+    if chain.contains("invalid HTTP version") || chain.contains("invalid HTTP") {
+        return "it does not speak HTTP (is that a peer's port?); point --tracker at the tracker's port (8080 by default)".into();
+    }
+    if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        return "unknown host name; check the host in --tracker".into();
+    }
+    chain
+}
+
 /// A peer's registration: what later calls need.
 #[derive(Clone)]
 pub struct Registration {
@@ -107,15 +167,7 @@ impl TrackerClient {
         registration_key: Option<String>,
         local_ip: Option<IpAddr>,
     ) -> anyhow::Result<Self> {
-        let mut base = Url::parse(base)
-            .map_err(|e| anyhow::anyhow!("tracker URL {base:?} is not valid: {e}"))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            anyhow::bail!("tracker URL {base} must start with http:// or https://");
-        }
-        if !base.path().ends_with('/') {
-            let p = format!("{}/", base.path());
-            base.set_path(&p);
-        }
+        let base = parse_base(base)?;
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
@@ -167,7 +219,7 @@ impl TrackerClient {
         }
         let unreachable = |e: reqwest::Error| TrackerError::Unreachable {
             url: self.base.to_string(),
-            cause: crate::ui::error_chain(&e),
+            cause: unreachable_cause(&e, &self.base),
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -330,5 +382,28 @@ impl TrackerClient {
             peers: out,
             next_cursor: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn base_urls_as_people_type_them() {
+        let base = |s| parse_base(s).map(|u| u.to_string());
+        assert_eq!(base("127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080/");
+        assert_eq!(base("localhost:8080").unwrap(), "http://localhost:8080/");
+        assert_eq!(
+            base("http://h:8080/api/v1").unwrap(),
+            "http://h:8080/",
+            "the API prefix is added by every request"
+        );
+        assert_eq!(base("http://h:8080/api/v1/").unwrap(), "http://h:8080/");
+        assert_eq!(base("https://h/tracker").unwrap(), "https://h/tracker/");
+        let err = base("ftp://h").unwrap_err().to_string();
+        assert!(err.contains("e.g. http://127.0.0.1:8080"), "{err}");
+        assert!(base("http://").is_err());
     }
 }

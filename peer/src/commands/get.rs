@@ -44,6 +44,7 @@ pub async fn get(
     args: GetArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    check_out_dir(&args.download.out)?;
     let lowered = args.what.to_ascii_lowercase();
     let (content, name) = if let Ok(hash) = ContentHash::parse(&lowered) {
         let content = match client.content(&hash).await {
@@ -69,6 +70,18 @@ pub async fn get(
         None => name,
     };
     download_content(client, content, name, &args.download, cancel).await
+}
+
+/// Refuses an `--out` that exists but is not a folder, before anything is
+/// asked of the tracker (a missing folder is created by the download).
+fn check_out_dir(out: &std::path::Path) -> anyhow::Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {} is a file; --out takes a folder to save into (created if missing), e.g. --out ./Downloads",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// The name a content is saved under when the user names none: its first
@@ -123,6 +136,7 @@ pub async fn browse(
     args: BrowseArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    check_out_dir(&args.download.out)?;
     let files = client.all_files(args.query.as_deref(), 1000).await?;
     if files.is_empty() {
         outln!("no files to download");

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod errors;
 mod helpers;
 mod hostile;
 

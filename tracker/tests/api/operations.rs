@@ -239,6 +239,10 @@ async fn binary_stops_on_sigterm() {
             .expect("tracker exited before listening")
             .unwrap();
         if let Some(rest) = line.split("addr=").nth(1) {
+            // One line of settings, not a `Config { .. }` dump.
+            assert!(line.contains(" config=database sqlite://"), "{line}");
+            assert!(line.contains("open registration"), "{line}");
+            assert!(!line.contains("Config {"), "{line}");
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
