@@ -91,7 +91,7 @@ const GET_EXAMPLES: &str = "\
 Examples:
   sbcftp-peer get report.pdf
   sbcftp-peer get report.pdf --out ~/Downloads --name report-v2.pdf
-  sbcftp-peer get 6667692419a6f0c3d1b0...   (the content's blake3 hash)";
+  sbcftp-peer get 6667692419a6              a hash prefix, as `files` shows it";
 
 const BROWSE_EXAMPLES: &str = "\
 Examples:
@@ -173,7 +173,7 @@ pub struct ServeArgs {
 /// `files`.
 #[derive(Debug, Args)]
 pub struct FilesArgs {
-    /// Only contents whose name contains this text.
+    /// Only contents whose name contains this text (or, 8+ hex digits, whose hash starts with it).
     pub query: Option<String>,
     /// Print the tracker's answer as JSON (`{"files": [...]}`, full hashes) instead of a table.
     #[arg(long)]
@@ -217,7 +217,8 @@ pub struct DownloadArgs {
 /// `get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// A content's hash (64 hex digits) or a file name that matches exactly one content.
+    /// A content's hash: all 64 hex digits, or a unique prefix of 8 or more
+    /// (the HASH column of `files`); or a file name that exactly one content has.
     pub what: String,
     /// Save under this name instead of the content's name.
     #[arg(long)]

@@ -88,6 +88,20 @@ fn parse_base(typed: &str) -> anyhow::Result<Url> {
     Ok(base)
 }
 
+/// The hex number just below `hex` (same width), or `None` for all zeros.
+fn hex_predecessor(hex: &str) -> Option<String> {
+    let mut digits: Vec<u8> = hex.bytes().collect();
+    for d in digits.iter_mut().rev() {
+        if *d == b'0' {
+            *d = b'f';
+        } else {
+            *d = if *d == b'a' { b'9' } else { *d - 1 };
+            return String::from_utf8(digits).ok();
+        }
+    }
+    None
+}
+
 /// Why the tracker at `base` could not be reached, with what to do about it,
 /// for the common cases; the error's own chain otherwise.
 fn unreachable_cause(e: &reqwest::Error, base: &Url) -> String {
@@ -354,6 +368,44 @@ impl TrackerClient {
         Ok(out)
     }
 
+    /// The contents whose hash starts with `prefix` (lowercase hex), at most
+    /// `max`. The listing is ordered by hash and its cursor is the last hash
+    /// of a page, so this starts the listing just before the prefix (an
+    /// indexed range on the tracker) and stops at the first hash past it.
+    pub async fn contents_with_prefix(
+        &self,
+        prefix: &str,
+        max: usize,
+    ) -> Result<Vec<Content>, TrackerError> {
+        let limit = (max + 1).clamp(2, 100).to_string();
+        let mut cursor = hex_predecessor(&format!("{prefix:0<64}"));
+        let mut out = Vec::new();
+        loop {
+            let mut query = vec![("limit", limit.as_str())];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.as_str()));
+            }
+            let url = self.url("/files", &query)?;
+            let page: ContentList = self.expect(Method::GET, url, None, None::<&()>).await?;
+            let before = out.len();
+            let count = page.files.len();
+            out.extend(
+                page.files
+                    .into_iter()
+                    .take_while(|c| c.hash.to_string().starts_with(prefix)),
+            );
+            let all_matched = out.len() - before == count;
+            match page.next_cursor {
+                Some(c) if all_matched && out.len() < max && Some(&c) != cursor.as_ref() => {
+                    cursor = Some(c)
+                }
+                _ => break,
+            }
+        }
+        out.truncate(max);
+        Ok(out)
+    }
+
     /// `GET /api/v1/files/{hash}`.
     pub async fn content(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
         let url = self.url(&format!("/files/{hash}"), &[])?;
@@ -405,5 +457,13 @@ mod tests {
         let err = base("ftp://h").unwrap_err().to_string();
         assert!(err.contains("e.g. http://127.0.0.1:8080"), "{err}");
         assert!(base("http://").is_err());
+    }
+
+    #[test]
+    fn hex_predecessors() {
+        assert_eq!(hex_predecessor("0000"), None);
+        assert_eq!(hex_predecessor("0010").as_deref(), Some("000f"));
+        assert_eq!(hex_predecessor("a000").as_deref(), Some("9fff"));
+        assert_eq!(hex_predecessor("ffff").as_deref(), Some("fffe"));
     }
 }

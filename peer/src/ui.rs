@@ -102,6 +102,7 @@ pub fn content_rows(contents: &[Content], numbered: bool) -> (Vec<&'static str>,
     if numbered {
         header.insert(0, "#");
     }
+    let digits = short_hash_len(contents);
     let rows = contents
         .iter()
         .enumerate()
@@ -118,7 +119,7 @@ pub fn content_rows(contents: &[Content], numbered: bool) -> (Vec<&'static str>,
             let mut row = vec![
                 names,
                 human_bytes(c.size),
-                c.hash.to_string().chars().take(12).collect(),
+                c.hash.to_string().chars().take(digits).collect(),
                 c.peers.len().to_string(),
             ];
             if numbered {
@@ -128,6 +129,22 @@ pub fn content_rows(contents: &[Content], numbered: bool) -> (Vec<&'static str>,
         })
         .collect();
     (header, rows)
+}
+
+/// Hex digits of the hashes a table shows: 12, or more where two listed
+/// hashes share their first 12, so each short hash names one content
+/// (`get`, `files` and `browse` take it back).
+pub fn short_hash_len(contents: &[Content]) -> usize {
+    let mut hashes: Vec<String> = contents.iter().map(|c| c.hash.to_string()).collect();
+    hashes.sort();
+    hashes
+        .windows(2)
+        .map(|w| {
+            let common = w[0].bytes().zip(w[1].bytes()).take_while(|(a, b)| a == b);
+            common.count() + 1
+        })
+        .fold(12, usize::max)
+        .min(64)
 }
 
 /// The rows of a `peers` table: id, address, files, last seen.

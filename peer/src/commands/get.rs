@@ -54,6 +54,9 @@ pub async fn get(
         };
         let name = default_name(&content)?;
         (content, name)
+    } else if let Some(content) = by_hash_prefix(client, &args.what).await? {
+        let name = default_name(&content)?;
+        (content, name)
     } else {
         let content = find_by_name(client, &args.what).await?;
         let name = content
@@ -93,6 +96,44 @@ fn default_name(content: &Content) -> anyhow::Result<FileName> {
     }
 }
 
+/// The one content whose hash starts with `what`, if it is a hash prefix
+/// (8+ hex digits) that some content has; `None` if it is not a prefix or
+/// none has it (it may then be a name). Several: an error listing them.
+async fn by_hash_prefix(client: &TrackerClient, what: &str) -> anyhow::Result<Option<Content>> {
+    let Some(prefix) = super::list::hash_prefix(what) else {
+        return Ok(None);
+    };
+    let mut found = client.contents_with_prefix(&prefix, 10).await?;
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        n => {
+            let more = if n >= 10 { " (first 10)" } else { "" };
+            let mut msg = format!(
+                "hash prefix {prefix} is ambiguous; give more digits of one of these{more}:"
+            );
+            push_candidates(&mut msg, &found);
+            bail!(msg)
+        }
+    }
+}
+
+/// Appends one line per content: full hash, size, names.
+fn push_candidates(msg: &mut String, contents: &[Content]) {
+    for c in contents {
+        msg.push_str(&format!(
+            "\n  {}  {:>10}  {}",
+            c.hash,
+            ui::human_bytes(c.size),
+            c.names
+                .iter()
+                .map(|n| ui::safe(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+}
+
 /// The one content that has exactly this name.
 async fn find_by_name(client: &TrackerClient, name: &str) -> anyhow::Result<Content> {
     let matches: Vec<Content> = client
@@ -102,6 +143,10 @@ async fn find_by_name(client: &TrackerClient, name: &str) -> anyhow::Result<Cont
         .filter(|c| c.names.iter().any(|n| n == name))
         .collect();
     match matches.len() {
+        0 if super::list::hash_prefix(name).is_some() => bail!(
+            "no shared content has a hash starting with {} or is named so; `sbcftp-peer files` lists what is shared",
+            ui::safe(name)
+        ),
         0 => bail!(
             "no content is named {}; `sbcftp-peer files {}` lists names containing it",
             ui::safe(name),
@@ -110,21 +155,10 @@ async fn find_by_name(client: &TrackerClient, name: &str) -> anyhow::Result<Cont
         1 => Ok(matches.into_iter().next().context("no match")?),
         n => {
             let mut msg = format!(
-                "{n} different contents are named {}; pick one by hash:",
+                "{n} different contents are named {}; pick one by hash (8 or more digits):",
                 ui::safe(name)
             );
-            for c in &matches {
-                msg.push_str(&format!(
-                    "\n  {}  {:>10}  {}",
-                    c.hash,
-                    ui::human_bytes(c.size),
-                    c.names
-                        .iter()
-                        .map(|n| ui::safe(n))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
+            push_candidates(&mut msg, &matches);
             bail!(msg)
         }
     }
@@ -137,7 +171,7 @@ pub async fn browse(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     check_out_dir(&args.download.out)?;
-    let files = client.all_files(args.query.as_deref(), 1000).await?;
+    let files = super::list::find(client, args.query.as_deref(), 1000).await?;
     if files.is_empty() {
         outln!("no files to download");
         return Ok(());

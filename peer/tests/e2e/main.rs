@@ -6,6 +6,7 @@ mod cli;
 mod errors;
 mod helpers;
 mod hostile;
+mod prefix;
 
 use std::time::Duration;
 
