@@ -173,7 +173,15 @@ pub async fn browse(
     check_out_dir(&args.download.out)?;
     let files = super::list::find(client, args.query.as_deref(), 1000).await?;
     if files.is_empty() {
-        outln!("no files to download");
+        match &args.query {
+            Some(q) => outln!(
+                "no files match {}; `sbcftp-peer browse` without a query lists them all",
+                ui::safe(q)
+            ),
+            None => outln!(
+                "no files to download: no online peer shares any (`sbcftp-peer serve` shares a folder)"
+            ),
+        }
         return Ok(());
     }
     {
@@ -206,14 +214,30 @@ pub async fn browse(
         content.peers.len()
     );
     io::stdout().flush()?;
-    let answer = lines.next().transpose()?.unwrap_or_default();
-    let answer = answer.trim();
-    if !(answer.is_empty()
-        || answer.eq_ignore_ascii_case("y")
-        || answer.eq_ignore_ascii_case("yes"))
-    {
-        outln!("not downloading");
-        return Ok(());
+    // Enter means yes, and so does the end of input at the first question
+    // (`echo 2 | sbcftp-peer browse`); anything but y/n is asked again.
+    let mut asked_again = false;
+    loop {
+        let Some(answer) = lines.next().transpose()? else {
+            if asked_again {
+                outln!("\nnot downloading");
+                return Ok(());
+            }
+            break;
+        };
+        let answer = answer.trim();
+        if answer.is_empty()
+            || answer.eq_ignore_ascii_case("y")
+            || answer.eq_ignore_ascii_case("yes")
+        {
+            break;
+        }
+        if answer.eq_ignore_ascii_case("n") || answer.eq_ignore_ascii_case("no") {
+            outln!("not downloading");
+            return Ok(());
+        }
+        out!("please answer y or n [Y/n] ");
+        asked_again = true;
     }
     download_content(client, content, name, &args.download, cancel).await
 }

@@ -286,3 +286,59 @@ async fn heartbeats_resumed_after_an_outage() {
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
 }
+
+/// Runs `sbcftp-peer --tracker URL browse ARGS…` with `input` on stdin.
+async fn browse_with(tracker: &Tracker, args: &[&str], input: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(PEER_BIN)
+        .env_clear()
+        .args(["--tracker", &tracker.url, "browse"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("browse did not finish")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_asks_again_and_repeats_the_query() {
+    let tracker = Tracker::start().await;
+    let _a = PeerProc::start(&tracker, "127.0.0.2", &[("one.txt", b"one")], &[]).await;
+    let dl = tempfile::tempdir().unwrap();
+    let od = dl.path().to_str().unwrap();
+
+    // A query nothing matches is repeated, with what to do.
+    let out = browse_with(&tracker, &["nosuchthing", "--out", od], "").await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(
+            "no files match nosuchthing; `sbcftp-peer browse` without a query lists them all"
+        ),
+        "{stdout}"
+    );
+
+    // An answer that is neither yes nor no is asked again; then "n".
+    let out = browse_with(&tracker, &["--out", od], "1\nmaybe\nn\n").await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("please answer y or n [Y/n]"), "{stdout}");
+    assert!(stdout.contains("not downloading"), "{stdout}");
+    assert!(!dl.path().join("one.txt").exists());
+
+    // Asked again, then "y": downloaded.
+    let out = browse_with(&tracker, &["--out", od], "1\nwhat\ny\n").await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("please answer y or n"), "{stdout}");
+    assert_eq!(std::fs::read(dl.path().join("one.txt")).unwrap(), b"one");
+}
