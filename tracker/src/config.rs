@@ -132,6 +132,12 @@ impl Config {
     /// (the database password, the registration key).
     pub fn summary(&self) -> String {
         let secs = |d: Duration| humantime::format_duration(d).to_string();
+        let mib = 1024 * 1024;
+        let body = if self.max_body_bytes.is_multiple_of(mib) {
+            format!("{} MiB", self.max_body_bytes / mib)
+        } else {
+            format!("{} B", self.max_body_bytes)
+        };
         let proxies = if self.trusted_proxies.0.is_empty() {
             "none".to_owned()
         } else {
@@ -144,7 +150,7 @@ impl Config {
         };
         format!(
             "database {}, {}, heartbeat {}, peer TTL {}, sweep {}, trusted proxies {proxies}, \
-             max {} files/peer, pages {} (max {}), body max {} B, {} requests at once, \
+             max {} files/peer, pages {} (max {}), body max {body}, {} requests at once, \
              request timeout {}, DB pool {} (wait {}), log {}",
             redact_url(&self.database_url),
             if self.registration_key().is_some() {
@@ -158,7 +164,6 @@ impl Config {
             self.max_files_per_peer,
             self.default_page_size,
             self.max_page_size,
-            self.max_body_bytes,
             self.max_connections,
             secs(self.request_timeout),
             self.db_max_connections,
