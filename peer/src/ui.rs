@@ -193,6 +193,24 @@ mod tests {
     }
 
     #[test]
+    fn short_hashes_grow_until_unique() {
+        let content = |hex: &str| Content {
+            hash: sbcftp_api::ContentHash::parse(&format!("{hex:0<64}")).unwrap(),
+            size: 1,
+            names: Vec::new(),
+            peers: Vec::new(),
+        };
+        assert_eq!(short_hash_len(&[]), 12);
+        assert_eq!(short_hash_len(&[content("ab"), content("cd")]), 12);
+        // Equal in the first 14 digits: 15 tell them apart.
+        let (a, b) = (content("0123456789abcd1"), content("0123456789abcd2"));
+        assert_eq!(short_hash_len(&[a.clone(), content("ff"), b.clone()]), 15);
+        let (_, rows) = content_rows(&[a, b], false);
+        assert_eq!(rows[0][2], "0123456789abcd1");
+        assert_eq!(rows[1][2], "0123456789abcd2");
+    }
+
+    #[test]
     fn tables_align() {
         let mut out = Vec::new();
         write_table(
