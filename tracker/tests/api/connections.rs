@@ -12,6 +12,25 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::helpers::{Backend, TestApp, TestDb, expect_problem, file, spawn_app};
 
+/// This module's tests (no database of their own beyond SQLite).
+pub fn trials() -> Vec<libtest_mimic::Trial> {
+    use crate::helpers::trial;
+    vec![
+        trial(
+            "connections::slowloris_and_idle_connections_are_closed",
+            slowloris_and_idle_connections_are_closed,
+        ),
+        trial(
+            "connections::max_connections_is_one_limit_for_the_whole_service",
+            max_connections_is_one_limit_for_the_whole_service,
+        ),
+        trial(
+            "connections::clients_that_never_read_cost_bounded_memory",
+            clients_that_never_read_cost_bounded_memory,
+        ),
+    ]
+}
+
 /// A TCP connection to the tracker from `ip`.
 async fn connect_from(ip: &str, to: std::net::SocketAddr) -> TcpStream {
     connect_with(ip, to, None).await
@@ -50,7 +69,6 @@ async fn closed_within(conn: &mut TcpStream, limit: Duration) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_and_idle_connections_are_closed() {
     let Some(app) = spawn_app(Backend::Sqlite, &["--header-timeout", "1s"]).await else {
         return;
@@ -91,7 +109,6 @@ async fn slowloris_and_idle_connections_are_closed() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_is_one_limit_for_the_whole_service() {
     let Some(app) = spawn_app(
         Backend::Sqlite,
@@ -198,7 +215,6 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// The real binary (for its own memory figures), 300 clients that ask for
 /// the largest page and never read it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_cost_bounded_memory() {
     let db = TestDb::create(Backend::Sqlite).await.unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
