@@ -37,8 +37,8 @@ pub struct Cli {
     )]
     pub tracker: String,
 
-    /// Key for a private tracker, sent as `Authorization: Bearer <key>` when
-    /// registering and with every list, search and download look-up.
+    /// Key of a private tracker; every command sends it as `Authorization: Bearer
+    /// <key>` (`serve` to register, the others to list, search and look up).
     #[arg(
         long,
         global = true,
