@@ -264,6 +264,17 @@ impl TrackerClient {
         Err(TrackerError::Status { status, detail })
     }
 
+    /// A `GET` of the index, with the key of a private tracker.
+    async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<T, TrackerError> {
+        self.expect(
+            Method::GET,
+            url,
+            self.registration_key.as_deref(),
+            None::<&()>,
+        )
+        .await
+    }
+
     async fn expect<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -345,13 +356,7 @@ impl TrackerClient {
             query.push(("cursor", c));
         }
         let url = self.url("/files", &query)?;
-        self.expect(
-            Method::GET,
-            url,
-            self.registration_key.as_deref(),
-            None::<&()>,
-        )
-        .await
+        self.get(url).await
     }
 
     /// Every content matching `q`, following cursors up to `cap` rows.
@@ -392,7 +397,7 @@ impl TrackerClient {
                 query.push(("cursor", c.as_str()));
             }
             let url = self.url("/files", &query)?;
-            let page: ContentList = self.expect(Method::GET, url, None, None::<&()>).await?;
+            let page: ContentList = self.get(url).await?;
             let before = out.len();
             let count = page.files.len();
             out.extend(
@@ -415,13 +420,7 @@ impl TrackerClient {
     /// `GET /api/v1/files/{hash}`.
     pub async fn content(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
         let url = self.url(&format!("/files/{hash}"), &[])?;
-        self.expect(
-            Method::GET,
-            url,
-            self.registration_key.as_deref(),
-            None::<&()>,
-        )
-        .await
+        self.get(url).await
     }
 
     /// Every online peer, following cursors up to `cap` rows.
@@ -434,14 +433,7 @@ impl TrackerClient {
                 query.push(("cursor", c.as_str()));
             }
             let url = self.url("/peers", &query)?;
-            let page: PeerList = self
-                .expect(
-                    Method::GET,
-                    url,
-                    self.registration_key.as_deref(),
-                    None::<&()>,
-                )
-                .await?;
+            let page: PeerList = self.get(url).await?;
             out.extend(page.peers);
             match page.next_cursor {
                 Some(c) if out.len() < cap && Some(&c) != cursor.as_ref() => cursor = Some(c),
