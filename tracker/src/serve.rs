@@ -14,6 +14,10 @@
 //!   such client holds at most one response (a page) in memory, for a
 //!   bounded time.
 //!
+//! `/metrics` shows `sbcftp_open_connections`, and
+//! `sbcftp_connections_failed_total` counts connections that ended in an
+//! error (a timeout, a reset).
+//!
 //! Only HTTP/1.1 is served (no cleartext HTTP/2); a reverse proxy in front
 //! may speak HTTP/2 to clients. Shutdown is graceful: the listener closes,
 //! idle connections are closed, requests in flight finish.
@@ -96,6 +100,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 // Timeouts and resets by the client: routine, not errors.
                 tracing::debug!(error = %e, %remote, "connection ended");
+                metrics::counter!("sbcftp_connections_failed_total").increment(1);
             }
             metrics::gauge!("sbcftp_open_connections").decrement(1.0);
             drop(permit);

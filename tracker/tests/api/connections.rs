@@ -164,10 +164,11 @@ async fn max_connections_is_one_limit_for_the_whole_service() {
     app.stop().await.unwrap();
 }
 
-/// Waits until the tracker's `sbcftp_open_connections` gauge passes `check`.
-async fn open_connections_reach(
+/// Waits until the tracker's `metric` (unlabelled) passes `check`.
+async fn metric_reaches(
     client: &reqwest::Client,
     base: &str,
+    metric: &str,
     what: &str,
     mut check: impl FnMut(f64) -> bool,
 ) {
@@ -183,9 +184,9 @@ async fn open_connections_reach(
             .unwrap();
         let open = text
             .lines()
-            .find_map(|l| l.strip_prefix("sbcftp_open_connections "))
+            .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no sbcftp_open_connections in /metrics"));
+            .unwrap_or(0.0);
         if check(open) {
             return;
         }
@@ -306,19 +307,32 @@ async fn clients_that_never_read_cost_bounded_memory() {
     );
     assert!(worst < Duration::from_secs(2), "/healthz took {worst:?}");
     drop(conns);
-    // This client's own keep-alive connection(s) stay: the baseline.
-    let mut baseline = 0.0;
-    open_connections_reach(&client, &base, "the 300 closed their side", |n| {
-        baseline = n;
-        n <= 2.0
-    })
+    metric_reaches(
+        &client,
+        &base,
+        "sbcftp_open_connections",
+        "the 300 closed their side",
+        |n| n <= 2.0,
+    )
+    .await;
+    let mut failed_before = 0.0;
+    metric_reaches(
+        &client,
+        &base,
+        "sbcftp_connections_failed_total",
+        "a count",
+        |n| {
+            failed_before = n;
+            true
+        },
+    )
     .await;
 
     // A page fits in the kernel's socket buffers (up to 4 MiB here), so to
     // block the tracker's writes a few clients pipeline 20 pages each and
     // never read. Only the write timeout can drop them (the header timeout
-    // is far longer): the tracker's count of open connections falls back
-    // to this client's own, and what is left to read ends early.
+    // is far longer): the tracker counts five more failed connections, and
+    // what is left to read ends early.
     let mut stuck = Vec::new();
     for _ in 0..5 {
         let mut c = connect_with("127.0.0.9", addr, Some(4096)).await;
@@ -328,13 +342,13 @@ async fn clients_that_never_read_cost_bounded_memory() {
         stuck.push(c);
     }
     let opened = Instant::now();
-    open_connections_reach(&client, &base, "the stuck ones are accepted", |n| {
-        n >= baseline + 5.0
-    })
-    .await;
-    open_connections_reach(&client, &base, "the stuck ones are dropped", |n| {
-        n <= baseline
-    })
+    metric_reaches(
+        &client,
+        &base,
+        "sbcftp_connections_failed_total",
+        "the stuck ones are dropped",
+        |n| n >= failed_before + 5.0,
+    )
     .await;
     let dropped_after = opened.elapsed();
     for c in &mut stuck {
