@@ -119,7 +119,9 @@ pub struct ServeArgs {
 /// `files`.
 #[derive(Debug, Args)]
 pub struct FilesArgs {
-    /// Only contents whose name contains this text.
+    /// Only contents with a name that has words starting with each word of
+    /// this query, in any order, ignoring case (`con bud` finds
+    /// `Concert_Budget.mkv`; words are runs of letters and digits).
     pub query: Option<String>,
     /// Print JSON (the tracker's `ContentList` shape) instead of a table.
     #[arg(long)]
@@ -175,7 +177,8 @@ pub struct GetArgs {
 /// `browse`.
 #[derive(Debug, Args)]
 pub struct BrowseArgs {
-    /// Only list contents whose name contains this text.
+    /// Only list contents with a name that has words starting with each
+    /// word of this query, in any order, ignoring case.
     pub query: Option<String>,
     #[command(flatten)]
     pub download: DownloadArgs,

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 pub use connect::Backend;
-pub use files::FilesOutcome;
+pub use files::{FilesOutcome, HolderCaps};
 pub use peers::{NewPeer, PeerAuth, PeerRow};
 use sql::Statements;
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use sbcftp_api::{FileEntry, PeerId};
 
-use super::files::{FileRow, Removal, write_files};
+use super::files::{FileRow, Removal, delete_word_rows, write_files};
 use super::{IN_CHUNK, Store, built, fixed, with_pool};
 
 /// A peer row as stored (times in unix milliseconds).
@@ -81,16 +81,27 @@ impl Store {
         })
     }
 
-    /// Deletes a peer and its files; false if there was no such peer.
+    /// Deletes a peer, its files and their word rows in one transaction;
+    /// false if there was no such peer.
     pub async fn delete_peer(&self, peer_id: &PeerId) -> Result<bool, sqlx::Error> {
-        let n = with_pool!(self, pool => {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let found = sqlx::query(fixed(&self.sql.lock_peer))
+                .bind(peer_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if found == 0 {
+                return Ok(false);
+            }
+            delete_word_rows(&mut tx, &self.sql, peer_id, None).await?;
             sqlx::query(fixed(&self.sql.delete_peer))
                 .bind(peer_id)
-                .execute(pool)
-                .await?
-                .rows_affected()
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         });
-        Ok(n > 0)
+        Ok(true)
     }
 
     /// One online peer and its files.

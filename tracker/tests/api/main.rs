@@ -10,5 +10,6 @@ mod lifecycle;
 mod liveness;
 mod operations;
 mod pagination;
+mod search;
 mod security;
 mod store;
