@@ -13,7 +13,9 @@ use sbcftp_api::{
     ReplaceFilesRequest,
 };
 
-use crate::helpers::{Backend, TestApp, client_from, expect_problem, file, spawn_app};
+use crate::helpers::{
+    Backend, TestApp, TestDb, client_from, eventually, expect_problem, file, spawn_app,
+};
 
 crate::backend_tests!(
     search_by_words,
@@ -22,6 +24,7 @@ crate::backend_tests!(
     trailing_spaces_make_distinct_names,
     holders_grouped_by_size_and_listed_once,
     a_flood_of_holders_rotates,
+    word_rows_go_with_their_files,
 );
 
 /// `pairs` as a URL query string, every byte but the unreserved ones
@@ -419,5 +422,90 @@ async fn a_flood_of_holders_rotates(backend: Backend) {
         all.len(),
         "every holder shows up within 40 requests"
     );
+    app.stop().await.unwrap();
+}
+
+/// Rows in `file_words`, read straight from the database: the word table
+/// has no foreign key, so the tracker must delete its rows itself.
+async fn word_rows(db: &TestDb) -> i64 {
+    const COUNT: &str = "SELECT COUNT(*) FROM file_words";
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            let n = sqlx::query_scalar(COUNT).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+        Backend::MySql => {
+            let pool = sqlx::MySqlPool::connect(&db.url).await.unwrap();
+            let n = sqlx::query_scalar(COUNT).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let n = sqlx::query_scalar(COUNT).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+    }
+}
+
+async fn word_rows_go_with_their_files(backend: Backend) {
+    let Some(app) = spawn_app(backend, &["--peer-ttl", "3", "--sweep-interval", "1"]).await else {
+        return;
+    };
+    // 4 words (`txt` is one) + 2.
+    let kept = app.register(1, vec![file("one two three.txt", "k")]).await;
+    let silent = app.register(2, vec![file("four five", "s")]).await;
+    assert_eq!(word_rows(&app.db).await, 6);
+    // PATCH and PUT replace the words of the files they change.
+    let r = app
+        .authed(
+            Method::PUT,
+            &format!("/api/v1/peers/{}/files", silent.peer_id),
+            &silent.token,
+        )
+        .json(&ReplaceFilesRequest {
+            files: vec![file("six", "s6"), file("seven eight", "s7")],
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(word_rows(&app.db).await, 7);
+    let r = app
+        .authed(
+            Method::PATCH,
+            &format!("/api/v1/peers/{}/files", silent.peer_id),
+            &silent.token,
+        )
+        .json(&PatchFilesRequest {
+            add: vec![file("nine ten", "s9")],
+            remove: vec![FileName::new("six").unwrap()],
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(word_rows(&app.db).await, 8);
+    // The silent peer is swept with its word rows; the other keeps beating.
+    eventually(30, "the silent peer's words are swept", || async {
+        assert_eq!(app.heartbeat(&kept).await, StatusCode::OK);
+        word_rows(&app.db).await == 4
+    })
+    .await;
+    // Leaving removes the rest.
+    let r = app
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/peers/{}", kept.peer_id),
+            &kept.token,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(word_rows(&app.db).await, 0);
     app.stop().await.unwrap();
 }
