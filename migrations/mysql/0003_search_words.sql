@@ -18,3 +18,10 @@ CREATE TABLE file_words (
     words   VARCHAR(2048) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
     PRIMARY KEY (bucket, word, peer_id, name)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_nopad_bin;
+-- Deferred indexing (see ../sqlite/0003_search_words.sql).
+CREATE TABLE index_queue (
+    peer_id   VARCHAR(16)  CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    next_name VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+    PRIMARY KEY (peer_id),
+    CONSTRAINT index_queue_peer FOREIGN KEY (peer_id) REFERENCES peers (peer_id) ON DELETE CASCADE
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_nopad_bin;

@@ -21,3 +21,10 @@ CREATE TABLE file_words (
     words   TEXT    NOT NULL,
     PRIMARY KEY (bucket, word, peer_id, name)
 ) WITHOUT ROWID;
+-- Peers whose word rows are still being written after a registration of
+-- more than 1,000 files: their files with a name after next_name are not in
+-- file_words yet, and searches read them from files directly.
+CREATE TABLE index_queue (
+    peer_id   TEXT NOT NULL PRIMARY KEY REFERENCES peers (peer_id) ON DELETE CASCADE,
+    next_name TEXT NOT NULL
+);

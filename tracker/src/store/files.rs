@@ -32,6 +32,11 @@ const INSERT_CHUNK: usize = 1000;
 /// Rows of a word read per bucket to pick the rarest query word.
 const SAMPLE: i64 = 2000;
 
+/// Most queued peers whose not-yet-indexed files a search reads directly;
+/// beyond them (more than this many peers registering over 1,000 files at
+/// once), a file is found by words once its peer's words are written.
+const PENDING_SCAN: i64 = 4;
+
 /// Buckets: the first hex digit of a hash.
 const BUCKETS: i16 = 16;
 
@@ -120,10 +125,35 @@ pub(super) struct NameHashRow {
     hash: ContentHash,
 }
 
+/// A queued peer and how far its indexer got.
+#[derive(Debug, sqlx_macros::FromRow)]
+struct QueuedRow {
+    peer_id: PeerId,
+    next_name: String,
+}
+
 /// A hash read alone.
 #[derive(Debug, sqlx_macros::FromRow)]
 struct HashRow {
     hash: ContentHash,
+}
+
+/// Most files whose word rows a registration or replacement writes in its
+/// own transaction; above it they are written after the response, in
+/// transactions of this many files (see [`Store::spawn_indexer`]), so a
+/// 10,000-file registration stays within a second on every backend.
+pub(super) const INLINE_MAX: usize = 1000;
+
+/// Which added files get their word rows in the change's transaction.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Indexing<'a> {
+    /// All of them.
+    Now,
+    /// None: the peer is queued and the indexer writes them.
+    Later,
+    /// Those named up to this name: the peer is queued and the indexer has
+    /// got this far (it writes the names after it).
+    UpTo(&'a str),
 }
 
 /// Which files a change removes before it inserts.
@@ -152,6 +182,7 @@ pub(super) async fn write_files<DB>(
     peer_id: &PeerId,
     remove: Removal<'_>,
     add: &[FileEntry],
+    indexing: Indexing<'_>,
     cap: usize,
 ) -> Result<FilesOutcome, sqlx::Error>
 where
@@ -189,17 +220,12 @@ where
             }
         }
     }
-    let mut sorted: Vec<(&FileEntry, Vec<String>, String)> = add
-        .iter()
-        .map(|f| {
-            let (words, column) = name_words(&f.name);
-            (f, words, column)
-        })
-        .collect();
-    sorted.sort_unstable_by_key(|(f, _, _)| f.hash);
+    let mut sorted: Vec<(&FileEntry, String)> =
+        add.iter().map(|f| (f, name_words(&f.name).1)).collect();
+    sorted.sort_unstable_by_key(|(f, _)| f.hash);
     for chunk in sorted.chunks(INSERT_CHUNK) {
         let mut q = sqlx::query::<DB>(built(sql.insert_files(chunk.len())));
-        for (f, _, column) in chunk {
+        for (f, column) in chunk {
             // Validated sizes are at most 2^53 - 1.
             let size = i64::try_from(f.size).unwrap_or(i64::MAX);
             q = q
@@ -211,25 +237,16 @@ where
         }
         q.execute(&mut **tx).await?;
     }
-    // Word rows in primary-key order: (bucket, word, name).
-    let mut rows: Vec<(i16, &String, &FileEntry, &String)> = sorted
+    let indexed: Vec<(&FileName, ContentHash)> = add
         .iter()
-        .flat_map(|(f, words, column)| words.iter().map(move |w| (bucket(&f.hash), w, *f, column)))
+        .filter(|f| match indexing {
+            Indexing::Now => true,
+            Indexing::Later => false,
+            Indexing::UpTo(last) => f.name.as_str() <= last,
+        })
+        .map(|f| (&f.name, f.hash))
         .collect();
-    rows.sort_unstable_by(|a, b| (a.0, a.1, &a.2.name).cmp(&(b.0, b.1, &b.2.name)));
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut q = sqlx::query::<DB>(built(sql.insert_words(chunk.len())));
-        for (b, w, f, column) in chunk {
-            q = q
-                .bind(*b)
-                .bind((*w).clone())
-                .bind(peer_id)
-                .bind(&f.name)
-                .bind(f.hash)
-                .bind((*column).clone());
-        }
-        q.execute(&mut **tx).await?;
-    }
+    insert_word_rows(tx, sql, peer_id, &indexed).await?;
     let count: i64 = match remove {
         Removal::Nothing | Removal::All => i64::try_from(add.len()).unwrap_or(i64::MAX),
         Removal::Named(_) => {
@@ -249,6 +266,51 @@ where
         .execute(&mut **tx)
         .await?;
     Ok(FilesOutcome::Done(count_u))
+}
+
+/// Inserts the word rows of these files of a peer, in primary-key order
+/// (bucket, word, name), [`INSERT_CHUNK`] rows per statement.
+pub(super) async fn insert_word_rows<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    sql: &Statements,
+    peer_id: &PeerId,
+    files: &[(&FileName, ContentHash)],
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> PeerId: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> FileName: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> ContentHash: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i16: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let words: Vec<(Vec<String>, String)> = files.iter().map(|(n, _)| name_words(n)).collect();
+    let mut rows: Vec<(i16, &String, &FileName, ContentHash, &String)> = files
+        .iter()
+        .zip(&words)
+        .flat_map(|((name, hash), (words, column))| {
+            words
+                .iter()
+                .map(move |w| (bucket(hash), w, *name, *hash, column))
+        })
+        .collect();
+    rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut q = sqlx::query::<DB>(built(sql.insert_words(chunk.len())));
+        for (b, w, name, hash, column) in chunk {
+            q = q
+                .bind(*b)
+                .bind((*w).clone())
+                .bind(peer_id)
+                .bind(*name)
+                .bind(*hash)
+                .bind((*column).clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Deletes the word rows of a peer's files inside the caller's
@@ -372,13 +434,127 @@ impl Store {
             if found == 0 {
                 return Ok(FilesOutcome::NoPeer);
             }
-            let outcome = write_files(&mut tx, &self.sql, peer_id, remove, add, cap).await?;
-            if matches!(outcome, FilesOutcome::Done(_)) {
-                tx.commit().await?;
-            } else {
+            // Where the indexer of this peer is, if it is queued.
+            let queued: Option<String> = sqlx::query_scalar(fixed(&self.sql.queued_name))
+                .bind(peer_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let later = matches!(remove, Removal::All) && add.len() > INLINE_MAX;
+            let indexing = match (&remove, &queued) {
+                (Removal::All, _) if later => Indexing::Later,
+                (Removal::All, _) | (_, None) => Indexing::Now,
+                (_, Some(last)) => Indexing::UpTo(last),
+            };
+            let outcome =
+                write_files(&mut tx, &self.sql, peer_id, remove, add, indexing, cap).await?;
+            if !matches!(outcome, FilesOutcome::Done(_)) {
                 tx.rollback().await?;
+                return Ok(outcome);
+            }
+            // A replacement starts the peer's queue row afresh, or drops it.
+            if matches!(remove, Removal::All) && queued.is_some() {
+                sqlx::query(fixed(&self.sql.unqueue_peer))
+                    .bind(peer_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if later {
+                sqlx::query(fixed(&self.sql.queue_peer))
+                    .bind(peer_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            if later {
+                self.spawn_indexer(*peer_id);
             }
             Ok(outcome)
+        })
+    }
+
+    /// Writes the word rows of a queued peer after the response, in a task
+    /// of its own, one transaction of [`INLINE_MAX`] files at a time (so
+    /// heartbeat flushes and other writes interleave), unless this process
+    /// is doing so already. Until it is done, searches read the peer's
+    /// remaining files directly ([`Store::hash_page`]), so their results
+    /// stay exact. A replica that stops half-way leaves the queue row, and
+    /// the next search on any replica resumes it; two indexers of one peer
+    /// take turns on the peer's row lock and never write a chunk twice.
+    pub(super) fn spawn_indexer(&self, peer_id: PeerId) {
+        {
+            let mut busy = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
+            if !busy.insert(peer_id) {
+                return;
+            }
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match store.index_chunk(&peer_id).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(
+                            peer_id = %peer_id, error = %e,
+                            "writing search words failed; the next search resumes it"
+                        );
+                        break;
+                    }
+                }
+            }
+            let mut busy = store.indexing.lock().unwrap_or_else(|e| e.into_inner());
+            busy.remove(&peer_id);
+        });
+    }
+
+    /// One transaction of the indexer: the word rows of the next
+    /// [`INLINE_MAX`] files of the peer by name. False when the peer is done
+    /// (or gone).
+    async fn index_chunk(&self, peer_id: &PeerId) -> Result<bool, sqlx::Error> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let found = sqlx::query(fixed(&self.sql.lock_peer))
+                .bind(peer_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if found == 0 {
+                return Ok(false);
+            }
+            let next: Option<String> = sqlx::query_scalar(fixed(&self.sql.queued_name))
+                .bind(peer_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(next) = next else {
+                return Ok(false);
+            };
+            let rows: Vec<NameHashRow> = sqlx::query_as(fixed(&self.sql.index_chunk))
+                .bind(peer_id)
+                .bind(&next)
+                .bind(INLINE_MAX as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            let files: Vec<(&FileName, ContentHash)> =
+                rows.iter().map(|r| (&r.name, r.hash)).collect();
+            insert_word_rows(&mut tx, &self.sql, peer_id, &files).await?;
+            let more = rows.len() == INLINE_MAX;
+            match rows.last() {
+                Some(last) if more => {
+                    sqlx::query(fixed(&self.sql.set_queued_name))
+                        .bind(&last.name)
+                        .bind(peer_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                _ => {
+                    sqlx::query(fixed(&self.sql.unqueue_peer))
+                        .bind(peer_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(more)
         })
     }
 
@@ -407,6 +583,15 @@ impl Store {
             });
             return Ok(rows.into_iter().map(|r| r.hash).collect());
         };
+        // Queued peers first: whatever their indexer writes from now on is
+        // either in the word rows the walk reads or after the name read
+        // here, so no file falls between the two.
+        let queued: Vec<QueuedRow> = with_pool!(self, pool => {
+            sqlx::query_as(fixed(&self.sql.queued_peers))
+                .bind(PENDING_SCAN)
+                .fetch_all(pool)
+                .await?
+        });
         let ranges: Vec<(String, String)> = words.iter().map(|w| prefix_range(w)).collect();
         // The driver: the word with the fewest rows in the first bucket
         // (ties: the longest), sampled up to SAMPLE rows each.
@@ -472,6 +657,31 @@ impl Store {
             read += i64::from(take);
             next += take;
         }
+        // Files of queued peers that had no word rows when the walk began,
+        // read directly (a primary-key range of each peer) and merged in
+        // hash order.
+        if queued.is_empty() {
+            return Ok(out);
+        }
+        let all: Vec<String> = words.iter().map(|w| format!("% {w}%")).collect();
+        for q in &queued {
+            // Resumes a peer whose indexer stopped (on any replica).
+            self.spawn_indexer(q.peer_id);
+            let rows: Vec<HashRow> = with_pool!(self, pool => {
+                let mut stmt = sqlx::query_as(built(self.sql.pending_page(all.len())))
+                    .bind(q.peer_id)
+                    .bind(&q.next_name)
+                    .bind(&after);
+                for p in &all {
+                    stmt = stmt.bind(p);
+                }
+                stmt.bind(min_seen).bind(limit).fetch_all(pool).await?
+            });
+            out.extend(rows.into_iter().map(|r| r.hash));
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.truncate(usize::try_from(limit).unwrap_or(0));
         Ok(out)
     }
 

@@ -84,6 +84,9 @@ pub struct Store {
     pool: Pools,
     backend: Backend,
     sql: Arc<Statements>,
+    /// Peers whose word rows this process is writing after the response
+    /// (see `files`: deferred indexing).
+    indexing: Arc<std::sync::Mutex<std::collections::HashSet<sbcftp_api::PeerId>>>,
 }
 
 /// A fixed statement of [`Statements`] for sqlx, which otherwise takes only

@@ -73,6 +73,27 @@ pub const COUNT_WORD: &str = "SELECT COUNT(*) FROM (SELECT w.word FROM file_word
 /// Names and hashes of a peer's files (to find their word rows).
 pub const PEER_FILE_HASHES: &str = "SELECT name, hash FROM files WHERE peer_id = ?";
 
+/// Queues a peer whose word rows are written after the response.
+pub const QUEUE_PEER: &str = "INSERT INTO index_queue (peer_id, next_name) VALUES (?, '')";
+
+/// Takes a peer off the indexing queue.
+pub const UNQUEUE_PEER: &str = "DELETE FROM index_queue WHERE peer_id = ?";
+
+/// How far the indexer got with a peer: its files named after this have
+/// no word rows yet.
+pub const QUEUED_NAME: &str = "SELECT next_name FROM index_queue WHERE peer_id = ?";
+
+/// The indexer's progress.
+pub const SET_QUEUED_NAME: &str = "UPDATE index_queue SET next_name = ? WHERE peer_id = ?";
+
+/// The indexer's next chunk of a peer's files.
+pub const INDEX_CHUNK: &str =
+    "SELECT name, hash FROM files WHERE peer_id = ? AND name > ? ORDER BY name LIMIT ?";
+
+/// Queued peers, for the searches that read their files directly.
+pub const QUEUED_PEERS: &str =
+    "SELECT peer_id, next_name FROM index_queue ORDER BY peer_id LIMIT ?";
+
 /// Takes the sweep lease when it is free (or already ours).
 pub const TAKE_LEASE: &str = "UPDATE sweep_lease SET holder = ?, until_ms = ? \
      WHERE id = 1 AND (until_ms <= ? OR holder = ?)";
@@ -120,6 +141,18 @@ pub struct Statements {
     pub count_word: Arc<str>,
     /// [`PEER_FILE_HASHES`].
     pub peer_file_hashes: Arc<str>,
+    /// [`QUEUE_PEER`].
+    pub queue_peer: Arc<str>,
+    /// [`UNQUEUE_PEER`].
+    pub unqueue_peer: Arc<str>,
+    /// [`QUEUED_NAME`].
+    pub queued_name: Arc<str>,
+    /// [`SET_QUEUED_NAME`].
+    pub set_queued_name: Arc<str>,
+    /// [`INDEX_CHUNK`].
+    pub index_chunk: Arc<str>,
+    /// [`QUEUED_PEERS`].
+    pub queued_peers: Arc<str>,
     /// [`TAKE_LEASE`].
     pub take_lease: Arc<str>,
     /// [`STALE_PEERS`].
@@ -150,6 +183,12 @@ impl Statements {
             hash_page: r(HASH_PAGE),
             count_word: r(COUNT_WORD),
             peer_file_hashes: r(PEER_FILE_HASHES),
+            queue_peer: r(QUEUE_PEER),
+            unqueue_peer: r(UNQUEUE_PEER),
+            queued_name: r(QUEUED_NAME),
+            set_queued_name: r(SET_QUEUED_NAME),
+            index_chunk: r(INDEX_CHUNK),
+            queued_peers: r(QUEUED_PEERS),
             take_lease: r(TAKE_LEASE),
             stale_peers: r(STALE_PEERS),
             count_online: r(COUNT_ONLINE),
@@ -157,7 +196,7 @@ impl Statements {
     }
 
     /// Every fixed statement, for the test that prepares them all.
-    pub fn all(&self) -> [&Arc<str>; 17] {
+    pub fn all(&self) -> [&Arc<str>; 23] {
         [
             &self.ping,
             &self.insert_peer,
@@ -173,6 +212,12 @@ impl Statements {
             &self.hash_page,
             &self.count_word,
             &self.peer_file_hashes,
+            &self.queue_peer,
+            &self.unqueue_peer,
+            &self.queued_name,
+            &self.set_queued_name,
+            &self.index_chunk,
+            &self.queued_peers,
             &self.take_lease,
             &self.stale_peers,
             &self.count_online,
@@ -221,6 +266,23 @@ impl Statements {
             push_marks(&mut sql, n);
             sql.push(')');
         }
+        placeholders_for(self.numbered, &sql)
+    }
+
+    /// A page of hashes among the files of one queued peer not yet in
+    /// `file_words` (named after `?`), after a cursor, matching `words`
+    /// `LIKE` patterns, online only, then min_seen and the limit.
+    pub fn pending_page(&self, words: usize) -> String {
+        let mut sql = String::from(
+            "SELECT f.hash FROM files f WHERE f.peer_id = ? AND f.name > ? AND f.hash > ?",
+        );
+        for _ in 0..words {
+            sql.push_str(" AND f.words LIKE ?");
+        }
+        sql.push_str(
+            " AND (SELECT p.last_seen FROM peers p WHERE p.peer_id = f.peer_id) >= ? \
+             GROUP BY f.hash ORDER BY f.hash LIMIT ?",
+        );
         placeholders_for(self.numbered, &sql)
     }
 

@@ -25,6 +25,7 @@ crate::backend_tests!(
     holders_grouped_by_size_and_listed_once,
     a_flood_of_holders_rotates,
     word_rows_go_with_their_files,
+    large_registrations_are_found_at_once,
 );
 
 /// `pairs` as a URL query string, every byte but the unreserved ones
@@ -507,5 +508,89 @@ async fn word_rows_go_with_their_files(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(word_rows(&app.db).await, 0);
+    app.stop().await.unwrap();
+}
+
+/// The hashes a query finds, and those it should find among `files`.
+async fn found_and_expected(
+    app: &TestApp,
+    q: &str,
+    files: &[FileEntry],
+) -> (BTreeSet<ContentHash>, BTreeSet<ContentHash>) {
+    let words = sbcftp_api::search::query_words(q).unwrap();
+    let expected = files
+        .iter()
+        .filter(|f| sbcftp_api::search::matches(&f.name, &words))
+        .map(|f| f.hash)
+        .collect();
+    let found = search_all(app, q, 1000, &[])
+        .await
+        .into_iter()
+        .map(|c| c.hash)
+        .collect();
+    (found, expected)
+}
+
+async fn large_registrations_are_found_at_once(backend: Backend) {
+    let Some(app) = spawn_app(backend, &[]).await else {
+        return;
+    };
+    // Over 1,000 files: the word rows are written after the response, and
+    // searches meanwhile read the files not yet indexed directly.
+    let files: Vec<FileEntry> = (0..2500)
+        .map(|i| file(&format!("bulk item {i}.dat"), &format!("b{i}")))
+        .collect();
+    let peer = app.register(1, files.clone()).await;
+    for q in ["bulk", "item 12", "dat bulk 2499"] {
+        let (found, expected) = found_and_expected(&app, q, &files).await;
+        assert!(!expected.is_empty());
+        assert!(
+            found == expected,
+            "{q}, right after the registration: found {}, expected {}, {} in common",
+            found.len(),
+            expected.len(),
+            found.intersection(&expected).count()
+        );
+    }
+    eventually(120, "every word row is written", || async {
+        word_rows(&app.db).await == 2500 * 4
+    })
+    .await;
+    let (found, expected) = found_and_expected(&app, "item 12", &files).await;
+    assert!(
+        found == expected,
+        "once indexed: found {} of {}",
+        found.len(),
+        expected.len()
+    );
+    // A replacement over 1,000 files is queued again, from the start.
+    let files: Vec<FileEntry> = (0..1500)
+        .map(|i| file(&format!("next lot {i}.bin"), &format!("n{i}")))
+        .collect();
+    let r = app
+        .authed(
+            Method::PUT,
+            &format!("/api/v1/peers/{}/files", peer.peer_id),
+            &peer.token,
+        )
+        .json(&ReplaceFilesRequest {
+            files: files.clone(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (found, expected) = found_and_expected(&app, "lot 14", &files).await;
+    assert!(
+        found == expected,
+        "right after the replacement: found {} of {}",
+        found.len(),
+        expected.len()
+    );
+    assert!(names(&app, "bulk").await.is_empty());
+    eventually(120, "every word row of the new list is written", || async {
+        word_rows(&app.db).await == 1500 * 4
+    })
+    .await;
     app.stop().await.unwrap();
 }
