@@ -48,7 +48,7 @@ pub struct NewPeer<'a> {
 
 impl Store {
     /// Inserts a peer and its files in one transaction (with their word
-    /// rows, or, for more than [`INLINE_MAX`] files, queued for the indexer).
+    /// rows, or, for more than 1,000 files, queued for the indexer).
     pub async fn insert_peer(
         &self,
         peer: &NewPeer<'_>,
