@@ -10,8 +10,9 @@
 //! - [`sql`]: the text of every statement; where a backend needs its own SQL
 //!   it is a separate constant, picked in one place.
 //! - `peers`: register, authenticate, show, list, leave, heartbeat flush.
-//! - `files`: file-list changes (one helper inserts file rows), pages of
-//!   contents, name search.
+//! - `files`: file-list changes (one helper writes file rows and their
+//!   search words), the deferred word indexer for large lists, pages of
+//!   contents grouped by (hash, size), search by words.
 //! - `sweep`: the sweep lease, stale peers, SQLite checkpoints.
 //!
 //! # How a method is written once for three databases
@@ -26,7 +27,9 @@
 //! Every change is one transaction, so a request that fails half-way leaves
 //! the database as it was. Files reference their peer with `ON DELETE
 //! CASCADE` (SQLite: `foreign_keys` is on for every connection), so removing
-//! a peer removes its files in the same statement.
+//! a peer removes its files in the same statement. The search words
+//! (`file_words`) have no foreign key, to keep registrations fast: every
+//! path that removes files removes their word rows in the same transaction.
 
 mod connect;
 mod files;
