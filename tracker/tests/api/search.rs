@@ -552,8 +552,27 @@ async fn large_registrations_are_found_at_once(backend: Backend) {
             found.intersection(&expected).count()
         );
     }
+    // Files added while the indexer may still be at work: those named
+    // before where it got are indexed by the PATCH, the others by the
+    // indexer, none twice.
+    let r = app
+        .authed(
+            Method::PATCH,
+            &format!("/api/v1/peers/{}/files", peer.peer_id),
+            &peer.token,
+        )
+        .json(&PatchFilesRequest {
+            add: vec![file("aaa early", "e"), file("zzz late", "l")],
+            remove: vec![],
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(names(&app, "early").await, ["aaa early"]);
+    assert_eq!(names(&app, "late").await, ["zzz late"]);
     eventually(120, "every word row is written", || async {
-        word_rows(&app.db).await == 2500 * 4
+        word_rows(&app.db).await == 2500 * 4 + 4
     })
     .await;
     let (found, expected) = found_and_expected(&app, "item 12", &files).await;
