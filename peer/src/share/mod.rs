@@ -294,8 +294,6 @@ impl Share {
         }
         let total: u64 = todo.iter().map(|c| c.stamp.size).sum();
         info!(
-            files = todo.len(),
-            bytes = total,
             "hashing {} file(s), {}",
             todo.len(),
             crate::ui::human_bytes(total)
@@ -342,8 +340,6 @@ impl Share {
         }
         let secs = started.elapsed().as_secs_f64();
         info!(
-            bytes = done.load(Ordering::Relaxed),
-            secs,
             "hashed {} in {secs:.2}s",
             crate::ui::human_bytes(done.load(Ordering::Relaxed))
         );

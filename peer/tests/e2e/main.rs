@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod errors;
 mod helpers;
 mod hostile;
+mod prefix;
 
 use std::time::Duration;
 
