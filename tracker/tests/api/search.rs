@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use reqwest::{Method, StatusCode};
 use sbcftp_api::{
     Content, ContentHash, ContentList, FileEntry, FileName, PatchFilesRequest, PeerId,
-    ReplaceFilesRequest,
+    RegisterResponse, ReplaceFilesRequest,
 };
 
 use crate::helpers::{
@@ -73,6 +73,25 @@ async fn search_all(app: &TestApp, q: &str, limit: u32, extra: &[(&str, &str)]) 
         }
     }
     panic!("pagination does not end");
+}
+
+/// A PUT or PATCH of the peer's files; the status.
+async fn change(
+    app: &TestApp,
+    peer: &RegisterResponse,
+    method: Method,
+    body: &impl serde::Serialize,
+) -> StatusCode {
+    let path = format!("/api/v1/peers/{}/files", peer.peer_id);
+    let r = app.authed(method, &path, &peer.token).json(body);
+    r.send().await.unwrap().status()
+}
+
+/// The peer leaves; the status.
+async fn leave(app: &TestApp, peer: &RegisterResponse) -> StatusCode {
+    let path = format!("/api/v1/peers/{}", peer.peer_id);
+    let r = app.authed(Method::DELETE, &path, &peer.token);
+    r.send().await.unwrap().status()
 }
 
 /// The sorted names of every content a query finds.
@@ -232,53 +251,42 @@ async fn search_follows_file_changes(backend: Backend) {
     let b = app.register(2, vec![file("alpha three.txt", "a3")]).await;
     assert_eq!(names(&app, "alpha").await.len(), 3);
     // PATCH: remove one, add one.
-    let r = app
-        .authed(
+    assert_eq!(
+        change(
+            &app,
+            &a,
             Method::PATCH,
-            &format!("/api/v1/peers/{}/files", a.peer_id),
-            &a.token,
+            &PatchFilesRequest {
+                add: vec![file("beta four.txt", "b4")],
+                remove: vec![FileName::new("alpha one.txt").unwrap()],
+            }
         )
-        .json(&PatchFilesRequest {
-            add: vec![file("beta four.txt", "b4")],
-            remove: vec![FileName::new("alpha one.txt").unwrap()],
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+        .await,
+        StatusCode::OK
+    );
     assert_eq!(
         names(&app, "alpha").await,
         ["alpha three.txt", "alpha two.txt"]
     );
     assert_eq!(names(&app, "beta").await, ["beta four.txt"]);
     // PUT: the whole list replaced.
-    let r = app
-        .authed(
+    assert_eq!(
+        change(
+            &app,
+            &a,
             Method::PUT,
-            &format!("/api/v1/peers/{}/files", a.peer_id),
-            &a.token,
+            &ReplaceFilesRequest {
+                files: vec![file("gamma.txt", "g")],
+            }
         )
-        .json(&ReplaceFilesRequest {
-            files: vec![file("gamma.txt", "g")],
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+        .await,
+        StatusCode::OK
+    );
     assert_eq!(names(&app, "alpha").await, ["alpha three.txt"]);
     assert!(names(&app, "beta").await.is_empty());
     assert_eq!(names(&app, "gamma").await, ["gamma.txt"]);
     // The peer leaves: its words go with it; the same names can come back.
-    let r = app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/peers/{}", b.peer_id),
-            &b.token,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(leave(&app, &b).await, StatusCode::NO_CONTENT);
     assert!(names(&app, "alpha").await.is_empty());
     app.register(3, vec![file("alpha three.txt", "a3")]).await;
     assert_eq!(names(&app, "alpha three").await, ["alpha three.txt"]);
@@ -308,20 +316,19 @@ async fn trailing_spaces_make_distinct_names(backend: Backend) {
     let found = names(&app, "song").await;
     assert_eq!(found, ["song", "song ", "song  "]);
     // Removing one removes only that one.
-    let r = app
-        .authed(
+    assert_eq!(
+        change(
+            &app,
+            &peer,
             Method::PATCH,
-            &format!("/api/v1/peers/{}/files", peer.peer_id),
-            &peer.token,
+            &PatchFilesRequest {
+                add: vec![],
+                remove: vec![FileName::new("song ").unwrap()],
+            }
         )
-        .json(&PatchFilesRequest {
-            add: vec![],
-            remove: vec![FileName::new("song ").unwrap()],
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+        .await,
+        StatusCode::OK
+    );
     assert_eq!(names(&app, "song").await, ["song", "song  "]);
     app.stop().await.unwrap();
 }
@@ -461,34 +468,32 @@ async fn word_rows_go_with_their_files(backend: Backend) {
     let silent = app.register(2, vec![file("four five", "s")]).await;
     assert_eq!(word_rows(&app.db).await, 6);
     // PATCH and PUT replace the words of the files they change.
-    let r = app
-        .authed(
+    assert_eq!(
+        change(
+            &app,
+            &silent,
             Method::PUT,
-            &format!("/api/v1/peers/{}/files", silent.peer_id),
-            &silent.token,
+            &ReplaceFilesRequest {
+                files: vec![file("six", "s6"), file("seven eight", "s7")],
+            }
         )
-        .json(&ReplaceFilesRequest {
-            files: vec![file("six", "s6"), file("seven eight", "s7")],
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+        .await,
+        StatusCode::OK
+    );
     assert_eq!(word_rows(&app.db).await, 7);
-    let r = app
-        .authed(
+    assert_eq!(
+        change(
+            &app,
+            &silent,
             Method::PATCH,
-            &format!("/api/v1/peers/{}/files", silent.peer_id),
-            &silent.token,
+            &PatchFilesRequest {
+                add: vec![file("nine ten", "s9")],
+                remove: vec![FileName::new("six").unwrap()],
+            }
         )
-        .json(&PatchFilesRequest {
-            add: vec![file("nine ten", "s9")],
-            remove: vec![FileName::new("six").unwrap()],
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+        .await,
+        StatusCode::OK
+    );
     assert_eq!(word_rows(&app.db).await, 8);
     // The silent peer is swept with its word rows; the other keeps beating.
     eventually(30, "the silent peer's words are swept", || async {
@@ -497,16 +502,7 @@ async fn word_rows_go_with_their_files(backend: Backend) {
     })
     .await;
     // Leaving removes the rest.
-    let r = app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/peers/{}", kept.peer_id),
-            &kept.token,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(leave(&app, &kept).await, StatusCode::NO_CONTENT);
     assert_eq!(word_rows(&app.db).await, 0);
     app.stop().await.unwrap();
 }
@@ -555,20 +551,19 @@ async fn large_registrations_are_found_at_once(backend: Backend) {
     // Files added while the indexer may still be at work: those named
     // before where it got are indexed by the PATCH, the others by the
     // indexer, none twice.
-    let r = app
-        .authed(
+    assert_eq!(
+        change(
+            &app,
+            &peer,
             Method::PATCH,
-            &format!("/api/v1/peers/{}/files", peer.peer_id),
-            &peer.token,
+            &PatchFilesRequest {
+                add: vec![file("aaa early", "e"), file("zzz late", "l")],
+                remove: vec![],
+            }
         )
-        .json(&PatchFilesRequest {
-            add: vec![file("aaa early", "e"), file("zzz late", "l")],
-            remove: vec![],
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+        .await,
+        StatusCode::OK
+    );
     assert_eq!(names(&app, "early").await, ["aaa early"]);
     assert_eq!(names(&app, "late").await, ["zzz late"]);
     eventually(120, "every word row is written", || async {
@@ -586,19 +581,18 @@ async fn large_registrations_are_found_at_once(backend: Backend) {
     let files: Vec<FileEntry> = (0..1500)
         .map(|i| file(&format!("next lot {i}.bin"), &format!("n{i}")))
         .collect();
-    let r = app
-        .authed(
+    assert_eq!(
+        change(
+            &app,
+            &peer,
             Method::PUT,
-            &format!("/api/v1/peers/{}/files", peer.peer_id),
-            &peer.token,
+            &ReplaceFilesRequest {
+                files: files.clone(),
+            }
         )
-        .json(&ReplaceFilesRequest {
-            files: files.clone(),
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+        .await,
+        StatusCode::OK
+    );
     let (found, expected) = found_and_expected(&app, "lot 14", &files).await;
     assert!(
         found == expected,
