@@ -386,6 +386,11 @@ pub async fn spawn_on(db: Arc<TestDb>, args: &[&str]) -> TestApp {
         &db.url,
     ];
     argv.extend_from_slice(args);
+    // Tests send hundreds of requests a second from 127.0.0.1: no request
+    // rate unless the test sets one (tests/api/limits.rs does).
+    if !args.contains(&"--requests-per-ip") {
+        argv.extend_from_slice(&["--requests-per-ip", "0"]);
+    }
     let config = sbcftp_tracker::Config::try_parse_from(argv).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
