@@ -150,7 +150,6 @@ fn new_token() -> String {
         (status = 401, description = "The tracker is private and no registration key was sent"),
         (status = 403, description = "Wrong registration key"),
         (status = 422, description = "Invalid values (port, names, hashes, sizes, too many files)"),
-        (status = 429, description = "Over a per-address limit: peers (`--max-peers-per-ip`), files (`--max-files-per-ip`) or request rate; see `Retry-After`"),
         DatabaseErrors,
     )
 )]
