@@ -125,3 +125,48 @@ impl SharedFile {
             .map(|(f, _)| f))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A FIFO, a symlink or a folder where a shared file was is refused at
+    /// once (a blocking open of a FIFO would wait for a writer for ever).
+    #[test]
+    fn only_regular_files_open_and_nothing_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"data").unwrap();
+        let (_, meta) = open_regular(&file).unwrap().unwrap();
+        assert_eq!(meta.len(), 4);
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(open_regular(&link).unwrap().is_none());
+        assert!(open_regular(dir.path()).unwrap().is_none());
+        assert!(open_regular(&dir.path().join("missing")).unwrap().is_none());
+
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert!(open_regular(&fifo).unwrap().is_none());
+            // A shared file replaced by a FIFO: refused, not waited on.
+            std::fs::remove_file(&file).unwrap();
+            std::fs::rename(&fifo, &file).unwrap();
+            let shared = SharedFile {
+                name: FileName::new("f").unwrap(),
+                path: file.clone(),
+                stamp: Stamp::of(&meta),
+                hash: sbcftp_api::ContentHash::from_bytes(*blake3::hash(b"data").as_bytes()),
+                outline: crate::transfer::outline::Outline::verified(
+                    4,
+                    vec![*blake3::hash(b"data").as_bytes()],
+                    &sbcftp_api::ContentHash::from_bytes(*blake3::hash(b"data").as_bytes()),
+                )
+                .unwrap(),
+            };
+            assert!(shared.open_checked().unwrap().is_none());
+        }
+    }
+}
