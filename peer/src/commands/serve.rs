@@ -123,6 +123,8 @@ pub async fn run(
         backoff: Backoff::default(),
         next_tick: Instant::now(),
         retry_sync: None,
+        addr: String::new(),
+        told: None,
     };
     let result = keeper.run(&shutdown).await;
 
@@ -172,6 +174,10 @@ struct Keeper {
     next_tick: Instant,
     /// When to retry a file update that failed.
     retry_sync: Option<Instant>,
+    /// The address the tracker lists this peer under.
+    addr: String,
+    /// The reachability last told to the user.
+    told: Option<bool>,
 }
 
 /// Sleeps until `at`, or forever.
@@ -240,6 +246,7 @@ impl Keeper {
                 self.backoff.reset();
                 self.interval = Duration::from_secs(hb.heartbeat_interval_secs.max(1));
                 debug!("heartbeat ok");
+                self.tell_reachability(hb.reachable, hb.unreachable_reason.as_deref());
                 Ok(self.interval)
             }
             Err(TrackerError::NotFound(_)) => {
@@ -274,6 +281,7 @@ impl Keeper {
                     peer_id: r.peer_id,
                     token: r.token,
                 });
+                self.addr = r.addr;
                 self.announced = index;
                 // The index may have moved on while registering.
                 self.retry_sync = Some(Instant::now());
@@ -288,6 +296,28 @@ impl Keeper {
                 "the tracker at {} refused the registration",
                 self.client.base()
             ))),
+        }
+    }
+
+    /// Says, once and again whenever it changes, whether the tracker could
+    /// reach this peer (as the heartbeat answers tell; nothing while it is
+    /// not checked).
+    fn tell_reachability(&mut self, reachable: Option<bool>, reason: Option<&str>) {
+        let Some(now) = reachable else { return };
+        if self.told == Some(now) {
+            return;
+        }
+        self.told = Some(now);
+        let addr = &self.addr;
+        if now {
+            info!(addr = %addr, "the tracker can reach you at {addr}");
+        } else {
+            let why = crate::ui::safe(reason.unwrap_or("no answer"));
+            let port = self.port;
+            warn!(
+                addr = %addr, reason = %why,
+                "the tracker could not reach you at {addr} ({why}): open TCP port {port} in your firewall or router, or pass --listen / --advertise-port"
+            );
         }
     }
 

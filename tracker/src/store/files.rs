@@ -52,6 +52,7 @@ struct HolderRow {
     size: i64,
     peer_id: PeerId,
     addr: String,
+    reachable: Option<i64>,
 }
 
 /// A hash read alone.
@@ -293,6 +294,7 @@ impl Store {
                         c.peers.push(PeerRef {
                             peer_id: r.peer_id,
                             addr: r.addr,
+                            reachable: r.reachable.map(|v| v == 1),
                         });
                     }
                 }

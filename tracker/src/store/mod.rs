@@ -10,6 +10,8 @@
 //! - [`sql`]: the text of every statement; where a backend needs its own SQL
 //!   it is a separate constant, picked in one place.
 //! - `peers`: register, authenticate, show, list, leave, heartbeat flush.
+//! - `reachability`: the reachability check's results, the re-check's
+//!   queue and claims.
 //! - `files`: file-list changes (one helper inserts file rows), pages of
 //!   contents, name search.
 //! - `sweep`: the sweep lease, stale peers, SQLite checkpoints.
@@ -32,6 +34,7 @@ mod connect;
 mod files;
 mod migrate;
 mod peers;
+mod reachability;
 pub mod sql;
 mod sweep;
 
@@ -42,6 +45,7 @@ use sqlx::{AssertSqlSafe, SqlSafeStr};
 pub use connect::Backend;
 pub use files::FilesOutcome;
 pub use peers::{NewPeer, PeerAuth, PeerRow};
+pub use reachability::{ReachRow, RecheckRow};
 use sql::Statements;
 
 #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]

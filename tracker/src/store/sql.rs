@@ -22,12 +22,16 @@ use super::Backend;
 /// Cheapest round trip, for `/healthz`.
 pub const PING: &str = "SELECT 1";
 
-/// A new peer (its file_count is set when its files are written).
-pub const INSERT_PEER: &str = "INSERT INTO peers (peer_id, token_hash, addr, registered_at, last_seen) \
-     VALUES (?, ?, ?, ?, ?)";
+/// A new peer (its file_count is set when its files are written). Its
+/// `reachable_checked_at` is the registration's check (so the periodic
+/// re-check leaves it alone until it is due).
+pub const INSERT_PEER: &str = "INSERT INTO peers \
+     (peer_id, token_hash, addr, registered_at, last_seen, reachable_checked_at) \
+     VALUES (?, ?, ?, ?, ?, ?)";
 
-/// The stored token hash and last heartbeat of a peer.
-pub const PEER_AUTH: &str = "SELECT token_hash, last_seen FROM peers WHERE peer_id = ?";
+/// The stored token hash, last heartbeat and reachability of a peer.
+pub const PEER_AUTH: &str = "SELECT token_hash, last_seen, reachable, unreachable_reason \
+     FROM peers WHERE peer_id = ?";
 
 /// Sets file_count, at the end of a file-list change.
 pub const SET_FILE_COUNT: &str = "UPDATE peers SET file_count = ? WHERE peer_id = ?";
@@ -46,15 +50,37 @@ pub const DELETE_FILES: &str = "DELETE FROM files WHERE peer_id = ?";
 pub const DELETE_PEER: &str = "DELETE FROM peers WHERE peer_id = ?";
 
 /// One online peer.
-pub const GET_PEER: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count FROM peers \
+pub const GET_PEER: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count, \
+     reachable, reachable_checked_at, unreachable_reason FROM peers \
      WHERE peer_id = ? AND last_seen >= ?";
 
 /// A peer's files.
 pub const PEER_FILES: &str = "SELECT name, size, hash FROM files WHERE peer_id = ? ORDER BY name";
 
 /// A page of online peers after a cursor.
-pub const LIST_PEERS: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count FROM peers \
+pub const LIST_PEERS: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count, \
+     reachable, reachable_checked_at, unreachable_reason FROM peers \
      WHERE last_seen >= ? AND peer_id > ? ORDER BY peer_id LIMIT ?";
+
+/// Records a reachability check's result.
+pub const SET_REACHABILITY: &str = "UPDATE peers \
+     SET reachable = ?, reachable_checked_at = ?, unreachable_reason = ? WHERE peer_id = ?";
+
+/// Online peers whose last reachability check is older than a cutoff,
+/// oldest first.
+pub const RECHECK_DUE: &str = "SELECT peer_id, addr, reachable_checked_at FROM peers \
+     WHERE last_seen >= ? AND reachable_checked_at < ? \
+     ORDER BY reachable_checked_at LIMIT ?";
+
+/// Claims a peer's re-check: only the replica whose compare-and-set on the
+/// old `reachable_checked_at` changes the row probes it.
+pub const CLAIM_RECHECK: &str = "UPDATE peers SET reachable_checked_at = ? \
+     WHERE peer_id = ? AND reachable_checked_at = ?";
+
+/// Reachability checked (or claimed) since a time: how a replica learns
+/// the results of checks another replica ran.
+pub const CHECKED_SINCE: &str = "SELECT peer_id, reachable, reachable_checked_at, unreachable_reason \
+     FROM peers WHERE reachable_checked_at >= ?";
 
 /// A page of distinct hashes held by online peers: SQLite and PostgreSQL
 /// walk the `files(hash, …)` index from the cursor.
@@ -128,6 +154,14 @@ pub struct Statements {
     pub peer_files: Arc<str>,
     /// [`LIST_PEERS`].
     pub list_peers: Arc<str>,
+    /// [`SET_REACHABILITY`].
+    pub set_reachability: Arc<str>,
+    /// [`RECHECK_DUE`].
+    pub recheck_due: Arc<str>,
+    /// [`CLAIM_RECHECK`].
+    pub claim_recheck: Arc<str>,
+    /// [`CHECKED_SINCE`].
+    pub checked_since: Arc<str>,
     /// [`HASH_PAGE`] or its backend's variant.
     pub hash_page: Arc<str>,
     /// [`SEARCH_PAGE`] or its backend's variant.
@@ -164,6 +198,10 @@ impl Statements {
             get_peer: r(GET_PEER),
             peer_files: r(PEER_FILES),
             list_peers: r(LIST_PEERS),
+            set_reachability: r(SET_REACHABILITY),
+            recheck_due: r(RECHECK_DUE),
+            claim_recheck: r(CLAIM_RECHECK),
+            checked_since: r(CHECKED_SINCE),
             hash_page: r(hash_page),
             search_page: r(search_page),
             take_lease: r(TAKE_LEASE),
@@ -173,7 +211,7 @@ impl Statements {
     }
 
     /// Every fixed statement, for the test that prepares them all.
-    pub fn all(&self) -> [&Arc<str>; 16] {
+    pub fn all(&self) -> [&Arc<str>; 20] {
         [
             &self.ping,
             &self.insert_peer,
@@ -186,6 +224,10 @@ impl Statements {
             &self.get_peer,
             &self.peer_files,
             &self.list_peers,
+            &self.set_reachability,
+            &self.recheck_due,
+            &self.claim_recheck,
+            &self.checked_since,
             &self.hash_page,
             &self.search_page,
             &self.take_lease,
@@ -241,18 +283,23 @@ impl Statements {
     }
 
     /// The holders of `n` contents: at most `?` rows per hash, online peers
-    /// only.
+    /// only, reachable peers first, then those not checked, then the
+    /// unreachable ones (so the cap keeps the reachable ones).
     pub fn holders(&self, n: usize) -> String {
         self.list(
-            "SELECT hash, name, size, peer_id, addr FROM ( \
-               SELECT f.hash, f.name, f.size, p.peer_id, p.addr, \
-                      ROW_NUMBER() OVER (PARTITION BY f.hash ORDER BY p.peer_id, f.name) AS rn \
+            "SELECT hash, name, size, peer_id, addr, reachable FROM ( \
+               SELECT f.hash, f.name, f.size, p.peer_id, p.addr, p.reachable, \
+                      CASE WHEN p.reachable = 1 THEN 0 WHEN p.reachable IS NULL THEN 1 ELSE 2 END \
+                        AS reach_rank, \
+                      ROW_NUMBER() OVER (PARTITION BY f.hash \
+                        ORDER BY CASE WHEN p.reachable = 1 THEN 0 WHEN p.reachable IS NULL THEN 1 ELSE 2 END, \
+                                 p.peer_id, f.name) AS rn \
                FROM files f JOIN peers p ON p.peer_id = f.peer_id \
                WHERE f.hash IN (",
             n,
             "?",
             ") AND p.last_seen >= ? \
-             ) t WHERE rn <= ? ORDER BY hash, peer_id, name",
+             ) t WHERE rn <= ? ORDER BY hash, reach_rank, peer_id, name",
         )
     }
 

@@ -390,18 +390,32 @@ impl TestApp {
         }
     }
 
-    /// Everything the tracker shows, without the times that heartbeats move:
-    /// every peer with its files, and every content.
+    /// Everything the tracker shows, without what moves by itself (the
+    /// times heartbeats move, the reachability checks' results): every peer
+    /// with its files, and every content.
     pub async fn snapshot(&self) -> Value {
         let mut detailed = Vec::new();
         for p in self.walk("/api/v1/peers", "peers").await {
             let id = p["peer_id"].as_str().unwrap().to_owned();
             let (s, mut full) = self.get_json(&format!("/api/v1/peers/{id}")).await;
             assert_eq!(s, StatusCode::OK);
-            full.as_object_mut().unwrap().remove("last_seen");
+            let full_obj = full.as_object_mut().unwrap();
+            for moving in [
+                "last_seen",
+                "reachable",
+                "reachable_checked_at",
+                "unreachable_reason",
+            ] {
+                full_obj.remove(moving);
+            }
             detailed.push(full);
         }
-        let files = self.walk("/api/v1/files", "files").await;
+        let mut files = self.walk("/api/v1/files", "files").await;
+        for c in &mut files {
+            for p in c["peers"].as_array_mut().unwrap() {
+                p.as_object_mut().unwrap().remove("reachable");
+            }
+        }
         serde_json::json!({ "peers": detailed, "files": files })
     }
 }

@@ -10,5 +10,6 @@ mod lifecycle;
 mod liveness;
 mod operations;
 mod pagination;
+mod reachability;
 mod security;
 mod store;

@@ -1,0 +1,255 @@
+//! The reachability check on every backend: the tracker connects to a
+//! registering peer's advertised port, records `reachable`,
+//! `reachable_checked_at` and why not, lists unreachable holders last, tells
+//! the peer in heartbeat answers, re-checks, and can be turned off.
+//!
+//! The "peer" here is a socket on 127.0.0.x that answers one request in the
+//! peer protocol the way a real peer's server does for a hash it does not
+//! share (NOT_FOUND), built from the same `sbcftp_api::wire` code; the real
+//! peer is checked end to end in `peer/tests/e2e/reachability.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use reqwest::Method;
+use sbcftp_api::wire::{REQUEST_LEN, Status, encode_error};
+use sbcftp_api::{Content, HeartbeatResponse, Peer, PeerList, RegisterResponse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{Backend, TestApp, client_from, eventually, file, spawn_app, spawn_on};
+
+crate::backend_tests!(
+    reachable_and_unreachable_peers_are_told_apart_and_ordered,
+    a_port_opened_later_is_found_by_the_recheck,
+    the_check_can_be_turned_off,
+    another_replicas_result_reaches_the_heartbeat,
+);
+
+/// Listens on `ip:port` (0: any) and answers every request frame with
+/// NOT_FOUND, as a peer does for a hash it does not share. Counts the
+/// connections it accepted.
+async fn answering_peer(ip: &str, port: u16) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut frame = [0u8; REQUEST_LEN];
+                while s.read_exact(&mut frame).await.is_ok() {
+                    let answer = encode_error(Status::NotFound, "this peer does not share that hash");
+                    if s.write_all(&answer).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+/// A port on `ip` where nothing listens (bound, then released).
+fn closed_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn peer(app: &TestApp, reg: &RegisterResponse) -> Peer {
+    app.client
+        .get(app.url(&format!("/api/v1/peers/{}", reg.peer_id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until the peer's reachability is recorded, and returns the peer.
+async fn checked(app: &TestApp, reg: &RegisterResponse) -> Peer {
+    eventually(30, "the reachability check", || async {
+        peer(app, reg).await.reachable.is_some()
+    })
+    .await;
+    peer(app, reg).await
+}
+
+async fn heartbeat(app: &TestApp, reg: &RegisterResponse) -> HeartbeatResponse {
+    app.authed(
+        Method::POST,
+        &format!("/api/v1/peers/{}/heartbeat", reg.peer_id),
+        &reg.token,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
+async fn reachable_and_unreachable_peers_are_told_apart_and_ordered(backend: Backend) {
+    let Some(app) = spawn_app(backend, &[]).await else {
+        return;
+    };
+    let song = file("song.mp3", "song bytes");
+    let (port, _) = answering_peer("127.0.0.2", 0).await;
+    let good = app
+        .register_with(&client_from("127.0.0.2"), port, vec![song.clone()])
+        .await;
+    let shown = checked(&app, &good).await;
+    assert_eq!(shown.reachable, Some(true));
+    assert!(shown.reachable_checked_at.is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(shown.unreachable_reason, None);
+    assert_eq!(heartbeat(&app, &good).await.reachable, Some(true));
+
+    // Unreachable holders of the same content, until one's id sorts before
+    // the reachable one's (so id order alone would list it first).
+    let from3 = client_from("127.0.0.3");
+    let mut bad = Vec::new();
+    loop {
+        let reg = app
+            .register_with(&from3, closed_port("127.0.0.3"), vec![song.clone()])
+            .await;
+        let before = reg.peer_id < good.peer_id;
+        bad.push(reg);
+        if before {
+            break;
+        }
+        assert!(bad.len() < 20, "no peer id sorted before the first");
+    }
+    for reg in &bad {
+        let shown = checked(&app, reg).await;
+        assert_eq!(shown.reachable, Some(false));
+        assert_eq!(
+            shown.unreachable_reason.as_deref(),
+            Some("connection refused")
+        );
+        let hb = heartbeat(&app, reg).await;
+        assert_eq!(hb.reachable, Some(false));
+        assert_eq!(hb.unreachable_reason.as_deref(), Some("connection refused"));
+    }
+
+    // Holders: the reachable one first, whatever the ids say.
+    let content: Content = app
+        .client
+        .get(app.url(&format!("/api/v1/files/{}", song.hash)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(content.peers.len(), 1 + bad.len());
+    assert_eq!(content.peers[0].peer_id, good.peer_id);
+    assert_eq!(content.peers[0].reachable, Some(true));
+    assert!(content.peers[1..].iter().all(|p| p.reachable == Some(false)));
+    let (_, page) = app.get_json("/api/v1/files").await;
+    assert_eq!(
+        page["files"][0]["peers"][0]["peer_id"],
+        good.peer_id.to_string()
+    );
+
+    // The list shows it too.
+    let list: PeerList = app
+        .client
+        .get(app.url("/api/v1/peers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reachable: Vec<Option<bool>> = list
+        .peers
+        .iter()
+        .filter(|p| p.peer_id == good.peer_id)
+        .map(|p| p.reachable)
+        .collect();
+    assert_eq!(reachable, [Some(true)]);
+    assert_eq!(
+        list.peers.iter().filter(|p| p.reachable == Some(false)).count(),
+        bad.len()
+    );
+}
+
+async fn a_port_opened_later_is_found_by_the_recheck(backend: Backend) {
+    let Some(app) = spawn_app(backend, &["--reachability-recheck", "1s"]).await else {
+        return;
+    };
+    let port = closed_port("127.0.0.4");
+    let reg = app
+        .register_with(&client_from("127.0.0.4"), port, vec![file("a", "a")])
+        .await;
+    assert_eq!(checked(&app, &reg).await.reachable, Some(false));
+    // The peer opens its port: a re-check finds it, and its heartbeat says so.
+    let (_, accepted) = answering_peer("127.0.0.4", port).await;
+    eventually(30, "the re-check to find the peer reachable", || async {
+        heartbeat(&app, &reg).await.reachable == Some(true)
+    })
+    .await;
+    assert!(accepted.load(Ordering::SeqCst) >= 1);
+    let shown = peer(&app, &reg).await;
+    assert_eq!(shown.reachable, Some(true));
+    assert_eq!(shown.unreachable_reason, None);
+}
+
+async fn the_check_can_be_turned_off(backend: Backend) {
+    let Some(app) = spawn_app(backend, &["--reachability-check", "false"]).await else {
+        return;
+    };
+    let (port, accepted) = answering_peer("127.0.0.5", 0).await;
+    let reg = app
+        .register_with(&client_from("127.0.0.5"), port, vec![file("a", "a")])
+        .await;
+    let hb = heartbeat(&app, &reg).await;
+    assert_eq!((hb.reachable, hb.unreachable_reason), (None, None));
+    let shown = peer(&app, &reg).await;
+    assert_eq!(shown.reachable, None);
+    assert_eq!(shown.reachable_checked_at, None);
+    assert_eq!(accepted.load(Ordering::SeqCst), 0);
+    let (_, body) = app.get_json(&format!("/api/v1/files/{}", file("a", "a").hash)).await;
+    assert_eq!(body["peers"][0]["reachable"], serde_json::Value::Null);
+}
+
+/// Two replicas on one database: a peer registered (and checked) through
+/// one sees the result in the heartbeat answers of the other.
+async fn another_replicas_result_reaches_the_heartbeat(backend: Backend) {
+    let Some(a) = spawn_app(backend, &["--reachability-timeout", "60s"]).await else {
+        return;
+    };
+    let b = spawn_on(Arc::clone(&a.db), &[]).await;
+    // A "peer" that reads a's request and holds it until told, then closes
+    // without an answer: b's first heartbeat surely loads the peer before
+    // any result.
+    let held = tokio::net::TcpListener::bind("127.0.0.6:0").await.unwrap();
+    let port = held.local_addr().unwrap().port();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if let Ok((mut conn, _)) = held.accept().await {
+            let mut frame = [0u8; REQUEST_LEN];
+            let _ = conn.read_exact(&mut frame).await;
+            let _ = released.await;
+            drop(conn);
+        }
+    });
+    let reg = a
+        .register_with(&client_from("127.0.0.6"), port, vec![])
+        .await;
+    assert_eq!(heartbeat(&b, &reg).await.reachable, None);
+    release.send(()).unwrap();
+    assert_eq!(checked(&a, &reg).await.reachable, Some(false));
+    eventually(30, "replica b to learn the result", || async {
+        heartbeat(&b, &reg).await.reachable == Some(false)
+    })
+    .await;
+    assert_eq!(
+        heartbeat(&b, &reg).await.unreachable_reason.as_deref(),
+        Some("the connection was closed without an answer")
+    );
+}
