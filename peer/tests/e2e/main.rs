@@ -6,6 +6,7 @@ mod cli;
 mod helpers;
 mod hostile;
 mod live;
+mod reachability;
 
 use std::time::Duration;
 
