@@ -177,7 +177,9 @@ impl Config {
             bail!("--request-timeout and --db-acquire-timeout must be more than 0");
         }
         if self.reachability_check && self.reachability_timeout.is_zero() {
-            bail!("--reachability-timeout must be more than 0 (or pass --reachability-check false)");
+            bail!(
+                "--reachability-timeout must be more than 0 (or pass --reachability-check false)"
+            );
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sbcftp_api::wire::{
-    RESPONSE_HEADER_LEN, Request, ResponseError, ResponseHeader,
+    MAX_MESSAGE_LEN, RESPONSE_HEADER_LEN, Request, ResponseError, ResponseHeader, Status,
 };
 use sbcftp_api::{ContentHash, PeerId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -237,7 +237,11 @@ impl Checker {
             )
             .await?;
         for row in due {
-            if !self.store.claim_recheck(&row.peer_id, row.reachable_checked_at, now).await? {
+            if !self
+                .store
+                .claim_recheck(&row.peer_id, row.reachable_checked_at, now)
+                .await?
+            {
                 continue;
             }
             let Ok(addr) = row.addr.parse::<SocketAddr>() else {
@@ -324,8 +328,17 @@ pub async fn probe(addr: SocketAddr, timeout: Duration) -> Result<(), Unreachabl
         }
     };
     match ResponseHeader::decode(&header) {
+        Ok(h) => {
+            // Read the short message too, so closing does not reset the
+            // peer's side of the connection.
+            if h.status != Status::Ok && h.length <= MAX_MESSAGE_LEN {
+                let mut msg = vec![0u8; usize::try_from(h.length).unwrap_or(0)];
+                let _ = tokio::time::timeout(timeout, stream.read_exact(&mut msg)).await;
+            }
+            Ok(())
+        }
         // A peer of another protocol version still speaks the protocol.
-        Ok(_) | Err(ResponseError::UnsupportedVersion(_)) => Ok(()),
+        Err(ResponseError::UnsupportedVersion(_)) => Ok(()),
         Err(_) => Err("something answered, but not an SBCFTP peer".into()),
     }
 }
@@ -372,9 +385,14 @@ mod tests {
             l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
         };
         let closed = SocketAddr::from(([127, 0, 0, 1], port));
-        assert_eq!(probe(closed, timeout).await, Err("connection refused".into()));
+        assert_eq!(
+            probe(closed, timeout).await,
+            Err("connection refused".into())
+        );
         // Something that answers in another protocol.
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
         tokio::spawn(async move {
             if let Ok((mut s, _)) = l.accept().await {

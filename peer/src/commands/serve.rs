@@ -4,7 +4,7 @@
 //! the tracker informed until shutdown. This module is the orchestration;
 //! it moves no file bytes and hashes nothing itself.
 //!
-//! The tracker side is one task, the [`Keeper`]: register (retrying
+//! The tracker side is one task, the `Keeper`: register (retrying
 //! transient failures with exponential backoff), heartbeat at the interval
 //! the tracker returns, and register again by itself when a heartbeat or
 //! file update answers 404 (the tracker restarted with a new database, or

@@ -25,9 +25,9 @@
 //!   a rename is announced without reading the file; the hash cache is
 //!   written at most every few seconds.
 //!
-//! Surveys are rate-limited (one per [`SURVEY_GAP`]) and a finished hash is
-//! published without a survey, so a folder where many files change at once
-//! costs a few surveys, not one per file. The periodic rescan
+//! Surveys are rate-limited (one per `SURVEY_GAP`, 200 ms) and a finished
+//! hash is published without a survey, so a folder where many files change
+//! at once costs a few surveys, not one per file. The periodic rescan
 //! (`--rescan-interval`) stays as a safety net for what the watcher cannot
 //! see (network filesystems, an overflowed event queue, a watcher that could
 //! not start, in which case the rescan runs at least every 30 s).

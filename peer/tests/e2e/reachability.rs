@@ -38,7 +38,10 @@ async fn the_tracker_tells_reachable_peers_from_unreachable_ones() {
     assert_eq!(shown.reachable, Some(true));
     let shown = tracker.peer_at("127.0.0.3").await.unwrap();
     assert_eq!(shown.reachable, Some(false));
-    assert_eq!(shown.unreachable_reason.as_deref(), Some("connection refused"));
+    assert_eq!(
+        shown.unreachable_reason.as_deref(),
+        Some("connection refused")
+    );
 
     // The unreachable holder is listed last.
     let song = tracker
@@ -97,5 +100,10 @@ async fn the_tracker_tells_reachable_peers_from_unreachable_ones() {
             .contains(&format!("the tracker can reach you at 127.0.0.3:{port}"))
     })
     .await;
-    assert_eq!(hidden.log_text().matches(&line).count(), 1, "{}", hidden.log_text());
+    assert_eq!(
+        hidden.log_text().matches(&line).count(),
+        1,
+        "{}",
+        hidden.log_text()
+    );
 }

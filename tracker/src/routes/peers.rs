@@ -97,9 +97,7 @@ fn to_peer(row: PeerRow, files: Option<Vec<FileEntry>>) -> Peer {
         file_count: u64::try_from(row.file_count).unwrap_or(0),
         reachable: reach.reachable,
         // A time only once a result is recorded (the row's time may be a claim).
-        reachable_checked_at: reach
-            .reachable
-            .map(|_| rfc3339(row.reachable_checked_at)),
+        reachable_checked_at: reach.reachable.map(|_| rfc3339(row.reachable_checked_at)),
         unreachable_reason: reach.reason,
         files,
     }

@@ -39,7 +39,8 @@ async fn answering_peer(ip: &str, port: u16) -> (u16, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let mut frame = [0u8; REQUEST_LEN];
                 while s.read_exact(&mut frame).await.is_ok() {
-                    let answer = encode_error(Status::NotFound, "this peer does not share that hash");
+                    let answer =
+                        encode_error(Status::NotFound, "this peer does not share that hash");
                     if s.write_all(&answer).await.is_err() {
                         break;
                     }
@@ -148,7 +149,11 @@ async fn reachable_and_unreachable_peers_are_told_apart_and_ordered(backend: Bac
     assert_eq!(content.peers.len(), 1 + bad.len());
     assert_eq!(content.peers[0].peer_id, good.peer_id);
     assert_eq!(content.peers[0].reachable, Some(true));
-    assert!(content.peers[1..].iter().all(|p| p.reachable == Some(false)));
+    assert!(
+        content.peers[1..]
+            .iter()
+            .all(|p| p.reachable == Some(false))
+    );
     let (_, page) = app.get_json("/api/v1/files").await;
     assert_eq!(
         page["files"][0]["peers"][0]["peer_id"],
@@ -173,7 +178,10 @@ async fn reachable_and_unreachable_peers_are_told_apart_and_ordered(backend: Bac
         .collect();
     assert_eq!(reachable, [Some(true)]);
     assert_eq!(
-        list.peers.iter().filter(|p| p.reachable == Some(false)).count(),
+        list.peers
+            .iter()
+            .filter(|p| p.reachable == Some(false))
+            .count(),
         bad.len()
     );
 }
@@ -213,7 +221,9 @@ async fn the_check_can_be_turned_off(backend: Backend) {
     assert_eq!(shown.reachable, None);
     assert_eq!(shown.reachable_checked_at, None);
     assert_eq!(accepted.load(Ordering::SeqCst), 0);
-    let (_, body) = app.get_json(&format!("/api/v1/files/{}", file("a", "a").hash)).await;
+    let (_, body) = app
+        .get_json(&format!("/api/v1/files/{}", file("a", "a").hash))
+        .await;
     assert_eq!(body["peers"][0]["reachable"], serde_json::Value::Null);
 }
 
