@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use reqwest::{Method, StatusCode};
-use sbcftp_api::{ContentHash, FileEntry, FileName, Problem, RegisterRequest, RegisterResponse};
+use sbcftp_api::{
+    ContentHash, FileEntry, FileName, HeartbeatResponse, Problem, RegisterRequest, RegisterResponse,
+};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::oneshot;
@@ -356,16 +358,30 @@ impl TestApp {
             .bearer_auth(token)
     }
 
-    pub async fn heartbeat(&self, peer: &RegisterResponse) -> StatusCode {
+    fn heartbeat_request(&self, peer: &RegisterResponse) -> reqwest::RequestBuilder {
         self.authed(
             Method::POST,
             &format!("/api/v1/peers/{}/heartbeat", peer.peer_id),
             &peer.token,
         )
-        .send()
-        .await
-        .unwrap()
-        .status()
+    }
+
+    pub async fn heartbeat(&self, peer: &RegisterResponse) -> StatusCode {
+        self.heartbeat_request(peer).send().await.unwrap().status()
+    }
+
+    /// A heartbeat's answer; panics unless 200.
+    pub async fn heartbeat_answer(&self, peer: &RegisterResponse) -> HeartbeatResponse {
+        let r = self.heartbeat_request(peer).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    /// `GET path` read as `T`; panics unless 200.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.unwrap()
     }
 
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {

@@ -11,9 +11,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use reqwest::Method;
 use sbcftp_api::wire::{REQUEST_LEN, Status, encode_error};
-use sbcftp_api::{Content, HeartbeatResponse, Peer, PeerList, RegisterResponse};
+use sbcftp_api::{Content, Peer, PeerList, RegisterResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{Backend, TestApp, client_from, eventually, file, spawn_app, spawn_on};
@@ -61,14 +60,7 @@ fn closed_port(ip: &str) -> u16 {
 }
 
 async fn peer(app: &TestApp, reg: &RegisterResponse) -> Peer {
-    app.client
-        .get(app.url(&format!("/api/v1/peers/{}", reg.peer_id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.get_as(&format!("/api/v1/peers/{}", reg.peer_id)).await
 }
 
 /// Waits until the peer's reachability is recorded, and returns the peer.
@@ -78,20 +70,6 @@ async fn checked(app: &TestApp, reg: &RegisterResponse) -> Peer {
     })
     .await;
     peer(app, reg).await
-}
-
-async fn heartbeat(app: &TestApp, reg: &RegisterResponse) -> HeartbeatResponse {
-    app.authed(
-        Method::POST,
-        &format!("/api/v1/peers/{}/heartbeat", reg.peer_id),
-        &reg.token,
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap()
 }
 
 async fn reachable_and_unreachable_peers_are_told_apart_and_ordered(backend: Backend) {
@@ -107,7 +85,7 @@ async fn reachable_and_unreachable_peers_are_told_apart_and_ordered(backend: Bac
     assert_eq!(shown.reachable, Some(true));
     assert!(shown.reachable_checked_at.is_some_and(|t| t.ends_with('Z')));
     assert_eq!(shown.unreachable_reason, None);
-    assert_eq!(heartbeat(&app, &good).await.reachable, Some(true));
+    assert_eq!(app.heartbeat_answer(&good).await.reachable, Some(true));
 
     // Unreachable holders of the same content, until one's id sorts before
     // the reachable one's (so id order alone would list it first).
@@ -131,21 +109,13 @@ async fn reachable_and_unreachable_peers_are_told_apart_and_ordered(backend: Bac
             shown.unreachable_reason.as_deref(),
             Some("connection refused")
         );
-        let hb = heartbeat(&app, reg).await;
+        let hb = app.heartbeat_answer(reg).await;
         assert_eq!(hb.reachable, Some(false));
         assert_eq!(hb.unreachable_reason.as_deref(), Some("connection refused"));
     }
 
     // Holders: the reachable one first, whatever the ids say.
-    let content: Content = app
-        .client
-        .get(app.url(&format!("/api/v1/files/{}", song.hash)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let content: Content = app.get_as(&format!("/api/v1/files/{}", song.hash)).await;
     assert_eq!(content.peers.len(), 1 + bad.len());
     assert_eq!(content.peers[0].peer_id, good.peer_id);
     assert_eq!(content.peers[0].reachable, Some(true));
@@ -161,15 +131,7 @@ async fn reachable_and_unreachable_peers_are_told_apart_and_ordered(backend: Bac
     );
 
     // The list shows it too.
-    let list: PeerList = app
-        .client
-        .get(app.url("/api/v1/peers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: PeerList = app.get_as("/api/v1/peers").await;
     let reachable: Vec<Option<bool>> = list
         .peers
         .iter()
@@ -198,7 +160,7 @@ async fn a_port_opened_later_is_found_by_the_recheck(backend: Backend) {
     // The peer opens its port: a re-check finds it, and its heartbeat says so.
     let (_, accepted) = answering_peer("127.0.0.4", port).await;
     eventually(30, "the re-check to find the peer reachable", || async {
-        heartbeat(&app, &reg).await.reachable == Some(true)
+        app.heartbeat_answer(&reg).await.reachable == Some(true)
     })
     .await;
     assert!(accepted.load(Ordering::SeqCst) >= 1);
@@ -215,7 +177,7 @@ async fn the_check_can_be_turned_off(backend: Backend) {
     let reg = app
         .register_with(&client_from("127.0.0.5"), port, vec![file("a", "a")])
         .await;
-    let hb = heartbeat(&app, &reg).await;
+    let hb = app.heartbeat_answer(&reg).await;
     assert_eq!((hb.reachable, hb.unreachable_reason), (None, None));
     let shown = peer(&app, &reg).await;
     assert_eq!(shown.reachable, None);
@@ -251,15 +213,15 @@ async fn another_replicas_result_reaches_the_heartbeat(backend: Backend) {
     let reg = a
         .register_with(&client_from("127.0.0.6"), port, vec![])
         .await;
-    assert_eq!(heartbeat(&b, &reg).await.reachable, None);
+    assert_eq!(b.heartbeat_answer(&reg).await.reachable, None);
     release.send(()).unwrap();
     assert_eq!(checked(&a, &reg).await.reachable, Some(false));
     eventually(30, "replica b to learn the result", || async {
-        heartbeat(&b, &reg).await.reachable == Some(false)
+        b.heartbeat_answer(&reg).await.reachable == Some(false)
     })
     .await;
     assert_eq!(
-        heartbeat(&b, &reg).await.unreachable_reason.as_deref(),
+        b.heartbeat_answer(&reg).await.unreachable_reason.as_deref(),
         Some("the connection was closed without an answer")
     );
 }
