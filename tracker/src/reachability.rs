@@ -180,6 +180,9 @@ impl Checker {
     /// check is older than the re-check interval. Ends at `cancel`, after
     /// stopping and waiting for the checks in flight.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        if !self.settings.enabled {
+            return;
+        }
         // A short re-check interval (tests) ticks as often, down to a second.
         let every = match self.settings.recheck {
             d if d.is_zero() => RECHECK_TICK,

@@ -198,13 +198,7 @@ async fn a_2gb_file_is_hashed_while_heartbeats_go_on() {
     let id = a.peer_id.clone();
 
     let tail = b"the end of a big sparse file";
-    let path = a.share.join("big.bin");
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(SIZE).unwrap();
-        f.write_all_at(tail, SIZE - tail.len() as u64).unwrap();
-    }
+    sparse_file(&a.share.join("big.bin"), SIZE, tail);
     let expected = tokio::task::spawn_blocking(move || {
         let mut h = blake3::Hasher::new();
         let zeros = vec![0u8; 1 << 20];
@@ -258,6 +252,41 @@ async fn a_2gb_file_is_hashed_while_heartbeats_go_on() {
     );
     assert!(!log.contains("registering again"), "{log}");
     drop(a);
+}
+
+/// Writes a sparse file of `size` bytes (no disk used but for its end) that
+/// ends with `tail`, and closes it.
+fn sparse_file(path: &std::path::Path, size: u64, tail: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    f.write_all_at(tail, size - tail.len() as u64).unwrap();
+}
+
+/// SIGTERM while a large file is being hashed: the peer leaves and exits
+/// without finishing the hash (paced to take at least 20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_up_by_hashing() {
+    let tracker = Tracker::start().await;
+    let mut a = PeerProc::start(
+        &tracker,
+        "127.0.0.2",
+        &[("small", b"s")],
+        &["--rescan-interval", "1h", "--max-hash-rate", "100000000"],
+    )
+    .await;
+    sparse_file(&a.share.join("big.bin"), 2 << 30, b"end");
+    wait_for("the hashing to start", || async {
+        a.log_text().contains("hashing \"big.bin\"")
+    })
+    .await;
+    a.signal("TERM");
+    let status = a.wait_exit().await;
+    let log = a.log_text();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("left the tracker"), "{log}");
+    assert!(!log.contains("hashed \"big.bin\""), "{log}");
+    assert!(tracker.peer_at("127.0.0.2").await.is_none());
 }
 
 /// Opens `n` connections to `addr` from the local address `from`.
@@ -389,4 +418,38 @@ async fn a_fifo_swapped_in_is_refused_and_the_server_stays_responsive() {
     assert_eq!(std::fs::read(dl.path().join("two.bin")).unwrap(), two);
     let log = a.log_text();
     assert!(log.contains("\"one.bin\": not a regular file"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_lifetime_is_answered_busy() {
+    let tracker = Tracker::start().await;
+    let data = bytes(1000, 25);
+    // A lifetime of zero: every connection is past it at its first request.
+    let a = PeerProc::start(
+        &tracker,
+        "127.0.0.2",
+        &[("f.bin", &data)],
+        &["--connection-lifetime", "0"],
+    )
+    .await;
+    let addr = a.addr.clone();
+    let hash = content_hash(&data);
+    let (status, message, closed) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(&Request::read(hash, 0, 10).encode()).unwrap();
+        let mut h = [0u8; 16];
+        s.read_exact(&mut h).unwrap();
+        let h = ResponseHeader::decode(&h).unwrap();
+        let mut msg = vec![0u8; h.length as usize];
+        s.read_exact(&mut msg).unwrap();
+        let mut rest = [0u8; 1];
+        let closed = matches!(s.read(&mut rest), Ok(0) | Err(_));
+        (h.status, String::from_utf8(msg).unwrap(), closed)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, Status::Busy);
+    assert!(message.contains("lifetime"), "{message}");
+    assert!(closed);
 }
