@@ -14,11 +14,19 @@ use anyhow::bail;
 use clap::Parser;
 use ipnet::IpNet;
 
+const EXAMPLES: &str = "\
+Examples:
+  sbcftp-tracker                                   SQLite file ./sbcftp-tracker.db, port 8080
+  sbcftp-tracker --listen 127.0.0.1:9000 --peer-ttl 60s
+  sbcftp-tracker --database-url postgres://sbcftp:PASS@db/sbcftp
+  SBCFTP_REGISTRATION_KEY=secret sbcftp-tracker    private: peers need the key to register
+It runs until Ctrl-C or SIGTERM: start it in its own terminal.";
+
 /// SBCFTP tracker: the REST index of online peers and the files they share.
 ///
 /// Every flag can also be given as the environment variable shown with it.
 #[derive(Clone, Parser)]
-#[command(name = "sbcftp-tracker", version, about, long_about = None)]
+#[command(name = "sbcftp-tracker", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Config {
     /// Address and port to listen on.
     #[arg(long, env = "SBCFTP_LISTEN", default_value = "0.0.0.0:8080")]
@@ -146,6 +154,50 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
+    /// The settings on one line for the start-up log, secrets redacted
+    /// (the database password, the registration key).
+    pub fn summary(&self) -> String {
+        let secs = |d: Duration| humantime::format_duration(d).to_string();
+        let mib = 1024 * 1024;
+        let body = if self.max_body_bytes.is_multiple_of(mib) {
+            format!("{} MiB", self.max_body_bytes / mib)
+        } else {
+            format!("{} B", self.max_body_bytes)
+        };
+        let proxies = if self.trusted_proxies.0.is_empty() {
+            "none".to_owned()
+        } else {
+            self.trusted_proxies
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            "database {}, {}, heartbeat {}, peer TTL {}, sweep {}, trusted proxies {proxies}, \
+             max {} files/peer, pages {} (max {}), body max {body}, {} requests at once, \
+             request timeout {}, DB pool {} (wait {}), log {}",
+            redact_url(&self.database_url),
+            if self.registration_key().is_some() {
+                "private (registration key set)"
+            } else {
+                "open registration"
+            },
+            secs(self.heartbeat_interval),
+            secs(self.peer_ttl),
+            secs(self.sweep_interval),
+            self.max_files_per_peer,
+            self.default_page_size,
+            self.max_page_size,
+            self.max_connections,
+            secs(self.request_timeout),
+            self.db_max_connections,
+            secs(self.db_acquire_timeout),
+            self.log_format,
+        )
+    }
+
     /// Checks the values clap cannot check one by one.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.peer_ttl < Duration::from_secs(2) {
@@ -296,5 +348,9 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("sekrit") && !dbg.contains("pw@"), "{dbg}");
+        let line = c.summary();
+        assert!(!line.contains("sekrit") && !line.contains("pw@"), "{line}");
+        assert!(line.contains("private (registration key set)"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
     }
 }

@@ -91,7 +91,7 @@ mod server {
         tracing::info!(
             addr = %local,
             backend = ?store.backend(),
-            config = ?state.config,
+            config = %state.config.summary(),
             "tracker listening"
         );
 

@@ -57,11 +57,14 @@ pub async fn run(
     let share = Arc::new(Share::new(share_dir, args.cache_dir.as_deref())?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .map_err(|e| listen_error(args.listen, e))?;
     let local: SocketAddr = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    info!(addr = %local, share = %share.dir().display(), "listening on {local}");
+    info!(
+        "listening on {local}; share folder {}",
+        share.dir().display()
+    );
 
     let local_ip = (!args.listen.ip().is_unspecified()).then(|| args.listen.ip());
     let client = TrackerClient::new(tracker, registration_key, local_ip)?;
@@ -85,7 +88,6 @@ pub async fn run(
     .with_context(|| format!("cannot scan the share folder {}", share.dir().display()))?;
     let index = share.index();
     info!(
-        files = index.len(),
         "sharing {} file(s) from {}",
         index.len(),
         share.dir().display()
@@ -125,6 +127,7 @@ pub async fn run(
         retry_sync: None,
         addr: String::new(),
         told: None,
+        failed_heartbeats: 0,
     };
     let result = keeper.run(&shutdown).await;
 
@@ -140,6 +143,23 @@ pub async fn run(
     }
     info!("stopped");
     result
+}
+
+/// Why `serve` cannot listen on `addr`, and what to do instead.
+fn listen_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {addr}: the port is in use (another sbcftp-peer serve?); stop it or pass another --listen port (port 0 picks a free one)"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => anyhow::anyhow!(
+            "cannot listen on {addr}: no network interface of this machine has {}; pass one of its addresses, or 0.0.0.0 for all",
+            addr.ip()
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "cannot listen on {addr}: permission denied (ports below 1024 need privileges); pass a --listen port from 1024 up"
+        ),
+        _ => anyhow::Error::new(e).context(format!("cannot listen on {addr}")),
+    }
 }
 
 /// Exponential backoff between retries.
@@ -178,6 +198,8 @@ struct Keeper {
     addr: String,
     /// The reachability last told to the user.
     told: Option<bool>,
+    /// Heartbeats failed in a row (logged as resumed when one succeeds).
+    failed_heartbeats: u32,
 }
 
 /// Sleeps until `at`, or forever.
@@ -245,6 +267,13 @@ impl Keeper {
             Ok(hb) => {
                 self.backoff.reset();
                 self.interval = Duration::from_secs(hb.heartbeat_interval_secs.max(1));
+                if self.failed_heartbeats > 0 {
+                    info!(
+                        "heartbeats resumed after {} failed attempt(s)",
+                        self.failed_heartbeats
+                    );
+                    self.failed_heartbeats = 0;
+                }
                 debug!("heartbeat ok");
                 self.tell_reachability(hb.reachable, hb.unreachable_reason.as_deref());
                 Ok(self.interval)
@@ -256,6 +285,7 @@ impl Keeper {
             }
             Err(e) if e.is_transient() => {
                 let wait = self.backoff.next().min(self.interval);
+                self.failed_heartbeats += 1;
                 warn!("heartbeat failed, retrying in {wait:?}: {e}");
                 Ok(wait)
             }
@@ -273,9 +303,12 @@ impl Keeper {
             Ok(r) => {
                 self.backoff.reset();
                 self.interval = Duration::from_secs(r.heartbeat_interval_secs.max(1));
+                self.failed_heartbeats = 0;
                 info!(
-                    peer_id = %r.peer_id, addr = %r.addr, files = index.len(),
-                    "registered with the tracker as {} at {}", r.peer_id, r.addr
+                    "registered with the tracker as {} at {} ({} file(s))",
+                    r.peer_id,
+                    r.addr,
+                    index.len()
                 );
                 self.reg = Some(Registration {
                     peer_id: r.peer_id,

@@ -493,8 +493,6 @@ impl Share {
         }
         let total: u64 = todo.iter().map(|c| c.stamp.size).sum();
         info!(
-            files = todo.len(),
-            bytes = total,
             "hashing {} file(s), {}",
             todo.len(),
             crate::ui::human_bytes(total)
@@ -518,12 +516,7 @@ impl Share {
         }
         let secs = started.elapsed().as_secs_f64();
         let bytes = done.load(Ordering::Relaxed);
-        info!(
-            bytes,
-            secs,
-            "hashed {} in {secs:.2}s",
-            crate::ui::human_bytes(bytes)
-        );
+        info!("hashed {} in {secs:.2}s", crate::ui::human_bytes(bytes));
         let mut out = Vec::new();
         for (name, r) in results {
             match r {

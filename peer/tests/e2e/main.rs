@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod errors;
 mod helpers;
 mod hostile;
 mod live;
+mod prefix;
 mod reachability;
 
 use std::time::Duration;

@@ -265,15 +265,20 @@ impl Responder {
         match outcome {
             Ok(()) => {
                 info!(
-                    peer = %addr, name = %f.name, hash = hash8, offset = req.offset, bytes = sent, secs,
-                    "served {:?} ({hash8}) bytes {}..{end} ({}) to {addr}", f.name, req.offset, crate::ui::human_bytes(sent)
+                    "served {:?} ({hash8}) bytes {}..{end} ({}) to {addr} in {secs:.2}s",
+                    f.name,
+                    req.offset,
+                    crate::ui::human_bytes(sent)
                 );
                 Ok(true)
             }
             Err(e) => {
                 info!(
-                    peer = %addr, name = %f.name, hash = hash8, offset = req.offset, bytes = sent, secs,
-                    "transfer of {:?} ({hash8}) to {addr} stopped after {} of {} bytes: {e}", f.name, sent, req.length
+                    "transfer of {:?} ({hash8}) bytes {}.. to {addr} stopped after {} of {}: {e}",
+                    f.name,
+                    req.offset,
+                    crate::ui::human_bytes(sent),
+                    crate::ui::human_bytes(req.length)
                 );
                 Ok(false)
             }
