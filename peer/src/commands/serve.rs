@@ -343,12 +343,11 @@ impl Keeper {
         self.told = Some(now);
         let addr = &self.addr;
         if now {
-            info!(addr = %addr, "the tracker can reach you at {addr}");
+            info!("the tracker can reach you at {addr}");
         } else {
             let why = crate::ui::safe(reason.unwrap_or("no answer"));
             let port = self.port;
             warn!(
-                addr = %addr, reason = %why,
                 "the tracker could not reach you at {addr} ({why}): open TCP port {port} in your firewall or router, or pass --listen / --advertise-port"
             );
         }

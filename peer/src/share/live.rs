@@ -212,14 +212,14 @@ pub async fn start(
         });
     let rescan_every = match &watcher {
         Ok(_) => {
-            debug!(share = %share.dir().display(), "watching the share folder");
+            debug!("watching the share folder {}", share.dir().display());
             config.rescan_every
         }
         Err(e) => {
             let every = config.rescan_every.min(UNWATCHED_RESCAN);
             warn!(
-                share = %share.dir().display(),
-                "cannot watch the share folder ({e}); changes are picked up by a rescan every {every:?}"
+                "cannot watch the share folder {} ({e}); changes are picked up by a rescan every {every:?}",
+                share.dir().display()
             );
             every
         }
@@ -420,15 +420,13 @@ impl Runner {
                     self.queues[Lane::of(c.stamp.size) as usize].push_back(c);
                 }
                 Err(at) => {
-                    debug!(name = %c.name, "{:?} is still being written; waiting", c.name);
+                    debug!("{:?} is still being written; waiting", c.name);
                     stable_at = Some(stable_at.map_or(at, |t| t.min(at)));
                 }
             }
         }
         if files > 0 {
             info!(
-                files,
-                bytes,
                 "hashing {files} new or changed file(s), {}",
                 human_bytes(bytes)
             );
@@ -567,8 +565,8 @@ impl Runner {
         match tokio::task::spawn_blocking(move || share.save_cache()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(
-                cache = %self.share.cache_dir().display(),
-                "could not write the hash cache: {e}"
+                "could not write the hash cache in {}: {e}",
+                self.share.cache_dir().display()
             ),
             Err(e) => warn!("the hash cache task failed: {e}"),
         }
@@ -587,7 +585,7 @@ fn hash_one(
     let large = total >= PROGRESS_THRESHOLD;
     let size = human_bytes(total);
     if large {
-        info!(name = %c.name, bytes = total, "hashing {:?} ({size})", c.name);
+        info!("hashing {:?} ({size})", c.name);
     }
     let bar = large.then(|| {
         crate::ui::byte_bar(
@@ -608,7 +606,6 @@ fn hash_one(
             if last.elapsed() >= PROGRESS_EVERY {
                 *last = Instant::now();
                 info!(
-                    name = %c.name, bytes = so_far,
                     "hashing {:?}: {}% ({} of {size})",
                     c.name,
                     so_far.saturating_mul(100) / total.max(1),
@@ -630,7 +627,7 @@ fn hash_one(
     }
     if large && result.is_ok() {
         let secs = started.elapsed().as_secs_f64();
-        info!(name = %c.name, bytes = total, secs, "hashed {:?} ({size}) in {secs:.1}s", c.name);
+        info!("hashed {:?} ({size}) in {secs:.1}s", c.name);
     }
     result
 }

@@ -386,7 +386,7 @@ impl Share {
             return Err(HashError::Changed);
         }
         let (hash, outline) = hashed?;
-        debug!(name = %c.name, hash = %hash, "hashed {:?}", c.name);
+        debug!("hashed {:?}: {hash}", c.name);
         Ok(SharedFile {
             name: c.name.clone(),
             path: c.path.clone(),

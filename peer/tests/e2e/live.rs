@@ -169,6 +169,11 @@ async fn a_slow_writer_is_announced_once_with_its_final_hash() {
     .unwrap();
 
     until_listed(&tracker, "127.0.0.2", &id, &[("slow.bin", hash_hex(&data))]).await;
+    // The watcher sees it too (so it was watching all along), then stops.
+    wait_for("the watcher to see the final hash", || async {
+        seen.lock().unwrap().contains(&hash_hex(&data))
+    })
+    .await;
     stop.cancel();
     watcher.await.unwrap();
     let seen = seen.lock().unwrap().clone();
