@@ -20,6 +20,8 @@
 //!   plus [`Problem`], the RFC 9457 error body. Checks that need a whole body
 //!   (unique names, the per-peer cap) belong to the tracker, which knows its
 //!   limits.
+//! - [`search`]: what a search query means: the folding and word splitting
+//!   the tracker indexes names with and the peer builds its queries with.
 //! - [`wire`]: the peer-to-peer wire format (`peer/PROTOCOL.md`), spoken by
 //!   peers to each other and by the tracker's reachability check.
 
@@ -27,6 +29,7 @@ pub mod bodies;
 mod content_hash;
 mod file_name;
 mod peer_id;
+pub mod search;
 #[cfg(feature = "sqlx")]
 mod sqlx_text;
 pub mod wire;

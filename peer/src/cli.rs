@@ -195,7 +195,10 @@ pub struct ServeArgs {
 /// `files`.
 #[derive(Debug, Args)]
 pub struct FilesArgs {
-    /// Only contents whose name contains this text (or, 8+ hex digits, whose hash starts with it).
+    /// Only contents with a name that has words starting with each word of
+    /// this query, in any order, ignoring case (`con bud` finds
+    /// `Concert_Budget.mkv`; words are runs of letters and digits), or, 8+
+    /// hex digits, whose hash starts with it.
     pub query: Option<String>,
     /// Print the tracker's answer as JSON (`{"files": [...]}`, full hashes) instead of a table.
     #[arg(long)]
@@ -252,7 +255,8 @@ pub struct GetArgs {
 /// `browse`.
 #[derive(Debug, Args)]
 pub struct BrowseArgs {
-    /// Only list contents whose name contains this text.
+    /// Only list contents with a name that has words starting with each
+    /// word of this query, in any order, ignoring case.
     pub query: Option<String>,
     #[command(flatten)]
     pub download: DownloadArgs,

@@ -134,10 +134,15 @@ fn push_candidates(msg: &mut String, contents: &[Content]) {
     }
 }
 
-/// The one content that has exactly this name.
+/// The one content that has exactly this name. The tracker is asked for the
+/// name's words (the search semantics of `sbcftp_api::search`: every name
+/// with this one's words, among others), and the answer is narrowed to the
+/// exact name here; a name with no letter or digit is looked for in the
+/// unfiltered listing.
 async fn find_by_name(client: &TrackerClient, name: &str) -> anyhow::Result<Content> {
+    let query = sbcftp_api::search::query_for_name(name);
     let matches: Vec<Content> = client
-        .all_files(Some(name), 10_000)
+        .all_files(query.as_deref(), 10_000)
         .await?
         .into_iter()
         .filter(|c| c.names.iter().any(|n| n == name))
@@ -148,7 +153,7 @@ async fn find_by_name(client: &TrackerClient, name: &str) -> anyhow::Result<Cont
             ui::safe(name)
         ),
         0 => bail!(
-            "no content is named {}; `sbcftp-peer files {}` lists names containing it",
+            "no content is named {}; `sbcftp-peer files {}` lists names with its words",
             ui::safe(name),
             ui::safe(name)
         ),

@@ -24,7 +24,8 @@ pub fn hash_prefix(query: &str) -> Option<String> {
 }
 
 /// The contents a query finds: those whose hash starts with it (when it is
-/// a hash prefix), then those with a name containing it; each once.
+/// a hash prefix), then those with a name that has its words (the tracker's
+/// search, `sbcftp_api::search`); each (hash, size) once.
 pub async fn find(
     client: &TrackerClient,
     query: Option<&str>,
@@ -38,7 +39,7 @@ pub async fn find(
         if found.len() >= cap {
             break;
         }
-        if !found.iter().any(|f| f.hash == c.hash) {
+        if !found.iter().any(|f| f.hash == c.hash && f.size == c.size) {
             found.push(c);
         }
     }

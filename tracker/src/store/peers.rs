@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use sbcftp_api::{FileEntry, PeerId};
 
-use super::files::{FileRow, Removal, write_files};
+use super::files::{FileRow, INLINE_MAX, Indexing, Removal, delete_word_rows, write_files};
 use super::{IN_CHUNK, Store, built, fixed, with_pool};
 
 /// A peer row as stored (times in unix milliseconds).
@@ -58,12 +58,14 @@ pub struct NewPeer<'a> {
 }
 
 impl Store {
-    /// Inserts a peer and its files in one transaction.
+    /// Inserts a peer and its files in one transaction (with their word
+    /// rows, or, for more than 1,000 files, queued for the indexer).
     pub async fn insert_peer(
         &self,
         peer: &NewPeer<'_>,
         files: &[FileEntry],
     ) -> Result<(), sqlx::Error> {
+        let later = files.len() > INLINE_MAX;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(fixed(&self.sql.insert_peer))
@@ -76,10 +78,28 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             // No cap here: the handler has checked the list.
-            write_files(&mut tx, &self.sql, &peer.peer_id, Removal::Nothing, files, usize::MAX)
-                .await?;
+            let indexing = if later { Indexing::Later } else { Indexing::Now };
+            write_files(
+                &mut tx,
+                &self.sql,
+                &peer.peer_id,
+                Removal::Nothing,
+                files,
+                indexing,
+                usize::MAX,
+            )
+            .await?;
+            if later {
+                sqlx::query(fixed(&self.sql.queue_peer))
+                    .bind(peer.peer_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
         });
+        if later {
+            self.spawn_indexer(peer.peer_id);
+        }
         Ok(())
     }
 
@@ -93,16 +113,27 @@ impl Store {
         })
     }
 
-    /// Deletes a peer and its files; false if there was no such peer.
+    /// Deletes a peer, its files and their word rows in one transaction;
+    /// false if there was no such peer.
     pub async fn delete_peer(&self, peer_id: &PeerId) -> Result<bool, sqlx::Error> {
-        let n = with_pool!(self, pool => {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let found = sqlx::query(fixed(&self.sql.lock_peer))
+                .bind(peer_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if found == 0 {
+                return Ok(false);
+            }
+            delete_word_rows(&mut tx, &self.sql, peer_id, None).await?;
             sqlx::query(fixed(&self.sql.delete_peer))
                 .bind(peer_id)
-                .execute(pool)
-                .await?
-                .rows_affected()
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         });
-        Ok(n > 0)
+        Ok(true)
     }
 
     /// One online peer and its files.

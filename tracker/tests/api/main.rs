@@ -18,6 +18,7 @@ mod liveness;
 mod operations;
 mod pagination;
 mod reachability;
+mod search;
 mod security;
 mod store;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     trials.extend(operations::other_trials());
     trials.extend(pagination::trials());
     trials.extend(reachability::trials());
+    trials.extend(search::trials());
     trials.extend(security::trials());
     trials.extend(store::trials());
     trials.push(libtest_mimic::Trial::test(
