@@ -144,14 +144,36 @@ pub struct ServeArgs {
     )]
     pub cache_dir: Option<PathBuf>,
 
-    /// How often the share folder is rescanned (stat only; changed files are
-    /// re-hashed and the tracker is told).
-    #[arg(long, env = "SBCFTP_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    /// How often the whole share folder is rescanned without any event (stat
+    /// only). The folder is watched, so changes are seen within a second;
+    /// the rescan is a safety net (at least every 30s if watching fails).
+    #[arg(long, env = "SBCFTP_RESCAN_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub rescan_interval: Duration,
+
+    /// A new or changed file is announced once it was closed after writing,
+    /// or has not been written for this long.
+    #[arg(long, env = "SBCFTP_SETTLE_TIME", default_value = "1s", value_parser = parse_duration)]
+    pub settle_time: Duration,
+
+    /// Most bytes per second a file is hashed at (unlimited by default), so a
+    /// large copy into the folder does not take the whole disk.
+    #[arg(long, env = "SBCFTP_MAX_HASH_RATE")]
+    pub max_hash_rate: Option<u64>,
 
     /// Most connections served at once; more are answered BUSY.
     #[arg(long, env = "SBCFTP_PEER_MAX_CONNECTIONS", default_value_t = 64)]
     pub max_connections: usize,
+
+    /// Most connections served at once to one address (an IPv6 /64 counts as
+    /// one); more are answered BUSY. Default: an eighth of
+    /// --max-connections, at least 2.
+    #[arg(long, env = "SBCFTP_PEER_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+
+    /// How long one connection may be used; its next request after that is
+    /// answered BUSY and the connection closed (the client reconnects).
+    #[arg(long, env = "SBCFTP_CONNECTION_LIFETIME", default_value = "10m", value_parser = parse_duration)]
+    pub connection_lifetime: Duration,
 
     /// Upload limit for all connections together, in bytes per second (unlimited by default).
     #[arg(long, env = "SBCFTP_MAX_UPLOAD_RATE")]

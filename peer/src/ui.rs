@@ -147,21 +147,33 @@ pub fn short_hash_len(contents: &[Content]) -> usize {
         .min(64)
 }
 
-/// The rows of a `peers` table: id, address, files, last seen.
+/// The rows of a `peers` table: id, address, whether the tracker can reach
+/// it, files, last seen.
 pub fn peer_rows(peers: &[Peer]) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let header = vec!["PEER", "ADDRESS", "FILES", "LAST SEEN"];
+    let header = vec!["PEER", "ADDRESS", "REACHABLE", "FILES", "LAST SEEN"];
     let rows = peers
         .iter()
         .map(|p| {
             vec![
                 p.peer_id.to_string(),
                 safe(&p.addr),
+                reachable(p.reachable, p.unreachable_reason.as_deref()),
                 p.file_count.to_string(),
                 last_seen(&p.last_seen),
             ]
         })
         .collect();
     (header, rows)
+}
+
+/// `yes`, `no (connection refused)`, or `not checked`.
+fn reachable(reachable: Option<bool>, reason: Option<&str>) -> String {
+    match (reachable, reason) {
+        (Some(true), _) => "yes".into(),
+        (Some(false), Some(why)) => format!("no ({})", safe(why)),
+        (Some(false), None) => "no".into(),
+        (None, _) => "not checked".into(),
+    }
 }
 
 /// `"2026-01-01T00:00:00.000Z"` → `"3s ago"` (or the raw text if it does not parse).

@@ -138,6 +138,29 @@ pub struct Config {
     #[arg(long, env = "SBCFTP_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub db_acquire_timeout: Duration,
 
+    /// Check that each registering peer can be reached at the address it is
+    /// listed under: one TCP connection to its advertised port, one request
+    /// in the peer protocol, one answer. The result is shown in listings
+    /// (`reachable`) and told to the peer. `false` turns it off.
+    #[arg(
+        long,
+        env = "SBCFTP_REACHABILITY_CHECK",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub reachability_check: bool,
+
+    /// How long the reachability check waits to connect, and then for the answer.
+    #[arg(long, env = "SBCFTP_REACHABILITY_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub reachability_timeout: Duration,
+
+    /// How often an online peer's reachability is checked again (0: only at
+    /// registration).
+    #[arg(long, env = "SBCFTP_REACHABILITY_RECHECK", default_value = "5m", value_parser = parse_duration)]
+    pub reachability_recheck: Duration,
+
     /// Log format: `text` (multi-field, human) or `compact`. Levels come from `RUST_LOG` (default `info`).
     #[arg(long, env = "SBCFTP_LOG_FORMAT", default_value = "text", value_parser = ["text", "compact"])]
     pub log_format: String,
@@ -171,6 +194,9 @@ impl std::fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("reachability_check", &self.reachability_check)
+            .field("reachability_timeout", &self.reachability_timeout)
+            .field("reachability_recheck", &self.reachability_recheck)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -256,6 +282,11 @@ impl Config {
         }
         if self.request_timeout.is_zero() || self.db_acquire_timeout.is_zero() {
             bail!("--request-timeout and --db-acquire-timeout must be more than 0");
+        }
+        if self.reachability_check && self.reachability_timeout.is_zero() {
+            bail!(
+                "--reachability-timeout must be more than 0 (or pass --reachability-check false)"
+            );
         }
         Ok(())
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::liveness::Liveness;
+use crate::reachability::Checker;
 use crate::store::Store;
 
 /// Cheap to clone: everything is behind `Arc`s or is a pool handle.
@@ -22,6 +23,8 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Slots of database reads by lists and searches (half the pool).
     pub reads: Arc<tokio::sync::Semaphore>,
+    /// The reachability check.
+    pub reachability: Arc<Checker>,
     /// The OpenAPI document, rendered once.
     pub openapi_json: Arc<str>,
 }

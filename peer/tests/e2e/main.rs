@@ -6,7 +6,9 @@ mod cli;
 mod errors;
 mod helpers;
 mod hostile;
+mod live;
 mod prefix;
+mod reachability;
 
 use std::time::Duration;
 

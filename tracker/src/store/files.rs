@@ -116,6 +116,7 @@ struct HolderRow {
     peer_id: PeerId,
     addr: String,
     name: FileName,
+    reachable: Option<i64>,
 }
 
 /// A file's name and hash, to find its word rows.
@@ -754,6 +755,7 @@ impl Store {
                         c.peers.push(PeerRef {
                             peer_id: r.peer_id,
                             addr: r.addr,
+                            reachable: r.reachable.map(|v| v == 1),
                         });
                     }
                 }

@@ -10,6 +10,8 @@
 //! - [`sql`]: the text of every statement; where a backend needs its own SQL
 //!   it is a separate constant, picked in one place.
 //! - `peers`: register, authenticate, show, list, leave, heartbeat flush.
+//! - `reachability`: the reachability check's results, the re-check's
+//!   queue and claims.
 //! - `files`: file-list changes (one helper writes file rows and their
 //!   search words), the deferred word indexer for large lists, pages of
 //!   contents grouped by (hash, size), search by words.
@@ -35,6 +37,7 @@ mod connect;
 mod files;
 mod migrate;
 mod peers;
+mod reachability;
 pub mod sql;
 mod sweep;
 
@@ -45,6 +48,7 @@ use sqlx::{AssertSqlSafe, SqlSafeStr};
 pub use connect::Backend;
 pub use files::{FilesOutcome, HolderCaps};
 pub use peers::{NewPeer, PeerAuth, PeerCount, PeerRow};
+pub use reachability::{ReachRow, RecheckRow};
 use sql::Statements;
 
 #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]

@@ -1,5 +1,5 @@
 //! Peers: register (with the peer's files), authenticate, show, list, leave,
-//! and the heartbeat flush.
+//! and the heartbeat flush. (Their reachability is `reachability`.)
 
 use std::collections::HashSet;
 
@@ -17,6 +17,11 @@ pub struct PeerRow {
     pub registered_at: i64,
     pub last_seen: i64,
     pub file_count: i64,
+    /// 1 reachable, 0 not, NULL not checked.
+    pub reachable: Option<i64>,
+    /// Unix millis of the last check (or claim of one); 0 never.
+    pub reachable_checked_at: i64,
+    pub unreachable_reason: Option<String>,
 }
 
 /// What authenticating a peer needs from its row.
@@ -26,6 +31,9 @@ pub struct PeerAuth {
     pub token_hash: String,
     /// Unix millis of the last flushed heartbeat.
     pub last_seen: i64,
+    /// 1 reachable, 0 not, NULL not checked.
+    pub reachable: Option<i64>,
+    pub unreachable_reason: Option<String>,
 }
 
 /// A peer id read alone.
@@ -51,6 +59,9 @@ pub struct NewPeer<'a> {
     pub addr: &'a str,
     /// Unix millis: its registration and first heartbeat.
     pub now: i64,
+    /// Unix millis the registration's reachability check is recorded as
+    /// claimed (0: none, the periodic re-check may take it at once).
+    pub reachable_checked_at: i64,
 }
 
 impl Store {
@@ -70,6 +81,7 @@ impl Store {
                 .bind(peer.addr)
                 .bind(peer.now)
                 .bind(peer.now)
+                .bind(peer.reachable_checked_at)
                 .execute(&mut *tx)
                 .await?;
             // No cap here: the handler has checked the list.

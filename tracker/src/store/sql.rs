@@ -22,12 +22,16 @@ use super::Backend;
 /// Cheapest round trip, for `/healthz`.
 pub const PING: &str = "SELECT 1";
 
-/// A new peer (its file_count is set when its files are written).
-pub const INSERT_PEER: &str = "INSERT INTO peers (peer_id, token_hash, addr, registered_at, last_seen) \
-     VALUES (?, ?, ?, ?, ?)";
+/// A new peer (its file_count is set when its files are written). Its
+/// `reachable_checked_at` is the registration's check (so the periodic
+/// re-check leaves it alone until it is due).
+pub const INSERT_PEER: &str = "INSERT INTO peers \
+     (peer_id, token_hash, addr, registered_at, last_seen, reachable_checked_at) \
+     VALUES (?, ?, ?, ?, ?, ?)";
 
-/// The stored token hash and last heartbeat of a peer.
-pub const PEER_AUTH: &str = "SELECT token_hash, last_seen FROM peers WHERE peer_id = ?";
+/// The stored token hash, last heartbeat and reachability of a peer.
+pub const PEER_AUTH: &str = "SELECT token_hash, last_seen, reachable, unreachable_reason \
+     FROM peers WHERE peer_id = ?";
 
 /// Sets file_count, at the end of a file-list change.
 pub const SET_FILE_COUNT: &str = "UPDATE peers SET file_count = ? WHERE peer_id = ?";
@@ -46,7 +50,8 @@ pub const DELETE_FILES: &str = "DELETE FROM files WHERE peer_id = ?";
 pub const DELETE_PEER: &str = "DELETE FROM peers WHERE peer_id = ?";
 
 /// One online peer.
-pub const GET_PEER: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count FROM peers \
+pub const GET_PEER: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count, \
+     reachable, reachable_checked_at, unreachable_reason FROM peers \
      WHERE peer_id = ? AND last_seen >= ?";
 
 /// A page of a peer's files after a name (its primary key is `(peer_id, name)`).
@@ -58,8 +63,29 @@ pub const PEER_FILES: &str = "SELECT name, size, hash FROM files WHERE peer_id =
 pub const PEERS_AT: &str = "SELECT peer_id, file_count FROM peers WHERE addr LIKE ? ESCAPE '!'";
 
 /// A page of online peers after a cursor.
-pub const LIST_PEERS: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count FROM peers \
+pub const LIST_PEERS: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count, \
+     reachable, reachable_checked_at, unreachable_reason FROM peers \
      WHERE last_seen >= ? AND peer_id > ? ORDER BY peer_id LIMIT ?";
+
+/// Records a reachability check's result.
+pub const SET_REACHABILITY: &str = "UPDATE peers \
+     SET reachable = ?, reachable_checked_at = ?, unreachable_reason = ? WHERE peer_id = ?";
+
+/// Online peers whose last reachability check is older than a cutoff,
+/// oldest first.
+pub const RECHECK_DUE: &str = "SELECT peer_id, addr, reachable_checked_at FROM peers \
+     WHERE last_seen >= ? AND reachable_checked_at < ? \
+     ORDER BY reachable_checked_at LIMIT ?";
+
+/// Claims a peer's re-check: only the replica whose compare-and-set on the
+/// old `reachable_checked_at` changes the row probes it.
+pub const CLAIM_RECHECK: &str = "UPDATE peers SET reachable_checked_at = ? \
+     WHERE peer_id = ? AND reachable_checked_at = ?";
+
+/// Reachability checked (or claimed) since a time: how a replica learns
+/// the results of checks another replica ran.
+pub const CHECKED_SINCE: &str = "SELECT peer_id, reachable, reachable_checked_at, unreachable_reason \
+     FROM peers WHERE reachable_checked_at >= ?";
 
 /// A page of distinct hashes held by online peers, walking the
 /// `files(hash, …)` index from the cursor. Liveness is a scalar subquery,
@@ -142,6 +168,14 @@ pub struct Statements {
     pub list_peers: Arc<str>,
     /// [`PEERS_AT`].
     pub peers_at: Arc<str>,
+    /// [`SET_REACHABILITY`].
+    pub set_reachability: Arc<str>,
+    /// [`RECHECK_DUE`].
+    pub recheck_due: Arc<str>,
+    /// [`CLAIM_RECHECK`].
+    pub claim_recheck: Arc<str>,
+    /// [`CHECKED_SINCE`].
+    pub checked_since: Arc<str>,
     /// [`HASH_PAGE`].
     pub hash_page: Arc<str>,
     /// [`COUNT_WORD`].
@@ -188,6 +222,10 @@ impl Statements {
             peer_files: r(PEER_FILES),
             list_peers: r(LIST_PEERS),
             peers_at: r(PEERS_AT),
+            set_reachability: r(SET_REACHABILITY),
+            recheck_due: r(RECHECK_DUE),
+            claim_recheck: r(CLAIM_RECHECK),
+            checked_since: r(CHECKED_SINCE),
             hash_page: r(HASH_PAGE),
             count_word: r(COUNT_WORD),
             peer_file_hashes: r(PEER_FILE_HASHES),
@@ -204,7 +242,7 @@ impl Statements {
     }
 
     /// Every fixed statement, for the test that prepares them all.
-    pub fn all(&self) -> [&Arc<str>; 24] {
+    pub fn all(&self) -> [&Arc<str>; 28] {
         [
             &self.ping,
             &self.insert_peer,
@@ -218,6 +256,10 @@ impl Statements {
             &self.peer_files,
             &self.list_peers,
             &self.peers_at,
+            &self.set_reachability,
+            &self.recheck_due,
+            &self.claim_recheck,
+            &self.checked_since,
             &self.hash_page,
             &self.count_word,
             &self.peer_file_hashes,
@@ -359,26 +401,32 @@ impl Statements {
     /// once per group with at most `?` of its names. Parameters: the peer-id
     /// pivot and the size modulus that rotate which holders and sizes come
     /// first, min_seen, the `n` hashes, names per holder, holders per group,
-    /// groups per hash. Liveness is a scalar subquery (a primary-key probe
-    /// per row) rather than a join, which would hash every peer.
+    /// groups per hash. Liveness and reachability are scalar subqueries (a
+    /// primary-key probe per row) rather than a join, which would hash every
+    /// peer. Within a group, peers the tracker could reach come first, then
+    /// those not checked, then the unreachable ones, both in which holders
+    /// make the cut and in the order they are listed.
     pub fn holders(&self, n: usize) -> String {
         self.list(
-            "SELECT hash, size, peer_id, addr, name FROM ( \
-               SELECT z.hash, z.size, z.peer_id, z.addr, z.name, z.pr, \
+            "SELECT hash, size, peer_id, addr, name, reachable FROM ( \
+               SELECT z.hash, z.size, z.peer_id, z.addr, z.name, z.pr, z.reachable, z.reach_rank, \
                  DENSE_RANK() OVER (PARTITION BY z.hash, z.size \
-                   ORDER BY CASE WHEN z.peer_id >= ? THEN 0 ELSE 1 END, z.peer_id) AS rn, \
+                   ORDER BY z.reach_rank, CASE WHEN z.peer_id >= ? THEN 0 ELSE 1 END, z.peer_id) AS rn, \
                  DENSE_RANK() OVER (PARTITION BY z.hash ORDER BY z.size % ?, z.size) AS gr \
                FROM ( \
-                 SELECT x.hash, x.size, x.peer_id, x.addr, x.name, \
+                 SELECT x.hash, x.size, x.peer_id, x.addr, x.name, x.reachable, \
+                   CASE WHEN x.reachable = 1 THEN 0 WHEN x.reachable IS NULL THEN 1 ELSE 2 END \
+                     AS reach_rank, \
                    ROW_NUMBER() OVER (PARTITION BY x.hash, x.size, x.peer_id ORDER BY x.name) AS pr \
                  FROM (SELECT f.hash, f.name, f.size, f.peer_id, \
-                         (SELECT p.addr FROM peers p WHERE p.peer_id = f.peer_id AND p.last_seen >= ?) AS addr \
+                         (SELECT p.addr FROM peers p WHERE p.peer_id = f.peer_id AND p.last_seen >= ?) AS addr, \
+                         (SELECT p.reachable FROM peers p WHERE p.peer_id = f.peer_id) AS reachable \
                        FROM files f WHERE f.hash IN (",
             n,
             "?",
             ")) x WHERE x.addr IS NOT NULL \
                ) z WHERE z.pr <= ? \
-             ) t WHERE t.rn <= ? AND t.gr <= ? ORDER BY hash, size, peer_id, name",
+             ) t WHERE t.rn <= ? AND t.gr <= ? ORDER BY hash, size, reach_rank, peer_id, name",
         )
     }
 

@@ -20,7 +20,9 @@ use std::time::Duration;
 use clap::Parser;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use reqwest::{Method, StatusCode};
-use sbcftp_api::{ContentHash, FileEntry, FileName, Problem, RegisterRequest, RegisterResponse};
+use sbcftp_api::{
+    ContentHash, FileEntry, FileName, HeartbeatResponse, Problem, RegisterRequest, RegisterResponse,
+};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::oneshot;
@@ -506,16 +508,30 @@ impl TestApp {
             .bearer_auth(token)
     }
 
-    pub async fn heartbeat(&self, peer: &RegisterResponse) -> StatusCode {
+    fn heartbeat_request(&self, peer: &RegisterResponse) -> reqwest::RequestBuilder {
         self.authed(
             Method::POST,
             &format!("/api/v1/peers/{}/heartbeat", peer.peer_id),
             &peer.token,
         )
-        .send()
-        .await
-        .unwrap()
-        .status()
+    }
+
+    pub async fn heartbeat(&self, peer: &RegisterResponse) -> StatusCode {
+        self.heartbeat_request(peer).send().await.unwrap().status()
+    }
+
+    /// A heartbeat's answer; panics unless 200.
+    pub async fn heartbeat_answer(&self, peer: &RegisterResponse) -> HeartbeatResponse {
+        let r = self.heartbeat_request(peer).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    /// `GET path` read as `T`; panics unless 200.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.unwrap()
     }
 
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
@@ -552,22 +568,36 @@ impl TestApp {
         .collect()
     }
 
-    /// Everything the tracker shows, without the times that heartbeats move:
-    /// every peer with its files, and every content.
+    /// Everything the tracker shows, without what moves by itself (the
+    /// times heartbeats move, the reachability checks' results): every peer
+    /// with its files, and every content.
     pub async fn snapshot(&self) -> Value {
         let mut detailed = Vec::new();
         for p in self.walk("/api/v1/peers", "peers").await {
             let id = p["peer_id"].as_str().unwrap().to_owned();
             let (s, mut full) = self.get_json(&format!("/api/v1/peers/{id}")).await;
             assert_eq!(s, StatusCode::OK);
-            full.as_object_mut().unwrap().remove("last_seen");
+            let full_obj = full.as_object_mut().unwrap();
+            for moving in [
+                "last_seen",
+                "reachable",
+                "reachable_checked_at",
+                "unreachable_reason",
+            ] {
+                full_obj.remove(moving);
+            }
             let files = self
                 .walk(&format!("/api/v1/peers/{id}/files?limit=7"), "files")
                 .await;
             full["files"] = Value::Array(files);
             detailed.push(full);
         }
-        let files = self.walk("/api/v1/files", "files").await;
+        let mut files = self.walk("/api/v1/files", "files").await;
+        for c in &mut files {
+            for p in c["peers"].as_array_mut().unwrap() {
+                p.as_object_mut().unwrap().remove("reachable");
+            }
+        }
         serde_json::json!({ "peers": detailed, "files": files })
     }
 }

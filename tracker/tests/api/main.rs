@@ -19,6 +19,7 @@ mod limits;
 mod liveness;
 mod operations;
 mod pagination;
+mod reachability;
 mod search;
 mod security;
 mod store;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     trials.extend(operations::trials());
     trials.extend(operations::other_trials());
     trials.extend(pagination::trials());
+    trials.extend(reachability::trials());
     trials.extend(search::trials());
     trials.extend(security::trials());
     trials.extend(store::trials());
