@@ -185,6 +185,10 @@ impl TrackerClient {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
+            // Below the tracker's idle keep-alive timeout (its --header-timeout,
+            // 10 s by default), so a heartbeat never goes out on a pooled
+            // connection that the tracker is closing at that very moment.
+            .pool_idle_timeout(Duration::from_secs(5))
             .user_agent(concat!("sbcftp-peer/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
             .local_address(local_ip)
