@@ -36,7 +36,9 @@ die() { printf 'deploy-smoke: error: %s\n' "$*" >&2; exit 1; }
 work=$(mktemp -d /var/tmp/sbcftp-deploy-smoke.XXXXXX)
 logs=$work/logs
 mkdir -p "$logs" "$work/bin"
-clone=$work/sbcftp         # the compose project is named after this folder
+clone=$work/sbcftp-deploy-smoke # the compose project is named after this folder
+project=""                 # the compose project's name, as compose derived it
+engine_ready=0             # a docker client talks to an engine
 engine_pid=""              # set when this script started dockerd
 engine_root=$work/engine
 created_images=()          # images this script pulled or built
@@ -45,20 +47,24 @@ compose_files_used=()
 sqlite_used=0
 ip_forward_before=""
 
+our_containers() {
+  { [ -z "$project" ] || docker ps -aq --filter "label=com.docker.compose.project=$project"
+    docker ps -aq --filter 'name=^/sbcftp-tracker$'; } | sort -u
+}
+
 # --- clean-up, on success and on failure ---------------------------------------
 cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
-  if ((rc != 0)) && [ -n "${DOCKER_HOST:-}" ] && docker version >/dev/null 2>&1; then
-    echo "---- deploy-smoke failed; containers and their last log lines:" >&2
-    docker ps -a >&2
-    for c in $(docker ps -aq); do
-      echo "---- logs of $(docker inspect -f '{{.Name}}' "$c"):" >&2
+  if ((rc != 0 && engine_ready)); then
+    echo "---- deploy-smoke failed; its containers and their last log lines:" >&2
+    for c in $(our_containers); do
+      echo "---- $(docker inspect -f '{{.Name}} {{.State.Status}} {{.Config.Image}}' "$c"):" >&2
       docker logs --tail 40 "$c" >&2 2>&1
     done
   fi
-  if [ -n "${DOCKER_HOST:-}" ] && docker version >/dev/null 2>&1; then
+  if ((engine_ready)); then
     for f in "${compose_files_used[@]}"; do
       (cd "$clone" && "${compose[@]}" -f "$f" down -v --remove-orphans) >>"$logs/cleanup.log" 2>&1
     done
@@ -121,9 +127,9 @@ fi
 # with DOCKER_BUILDKIT=1. A newer client without buildx cannot build at all.
 client_ok() { # path
   "$1" buildx version >/dev/null 2>&1 && return 0
-  local major
-  major=$("$1" version --format '{{.Client.Version}}' 2>/dev/null | cut -d. -f1) || return 1
-  [[ "$major" =~ ^[0-9]+$ ]] && ((major < 23))
+  local version # "Docker version 20.10.24+dfsg1, build 297e128"
+  version=$("$1" --version 2>/dev/null) || return 1
+  [[ "$version" =~ version\ ([0-9]+)\. ]] && ((BASH_REMATCH[1] < 23))
 }
 client=""
 for c in "$(command -v docker || true)" /usr/bin/docker; do
@@ -132,7 +138,7 @@ done
 [ -n "$client" ] || die "no docker client here can build with BuildKit (install Debian's docker.io, or buildx)"
 ln -sf "$client" "$work/bin/docker"
 export PATH="$work/bin:$PATH"
-client_version=$(docker version --format '{{.Client.Version}}' 2>/dev/null || true)
+client_version=$(docker --version)
 
 # --- the engine ---------------------------------------------------------------------
 if docker version >/dev/null 2>&1; then
@@ -160,14 +166,26 @@ else
   done
   docker version >/dev/null 2>&1 || { tail -20 "$engine_root/dockerd.log" >&2; die "dockerd did not answer in 60 s"; }
 fi
+engine_ready=1
+if [ -z "$engine_pid" ]; then
+  # Someone's own engine: never touch what is theirs.
+  for thing in "image sbcftp-tracker:latest" "container sbcftp-tracker" "volume sbcftp"; do
+    if docker "${thing%% *}" inspect "${thing#* }" >/dev/null 2>&1; then
+      die "the running Docker engine already has the ${thing%% *} ${thing#* }, which this test would replace and remove"
+    fi
+  done
+  if [ -n "$(docker ps -aq --filter "label=com.docker.compose.project=${clone##*/}")" ]; then
+    die "the running Docker engine already runs a compose project ${clone##*/}"
+  fi
+fi
 server_version=$(docker version --format '{{.Server.Version}}')
 if docker compose version >/dev/null 2>&1; then
   compose=(docker compose)
-  say "client: $client ($client_version), engine $server_version, compose plugin: README commands as written"
+  say "client: $client_version; engine $server_version; compose plugin: README commands as written"
 else
   compose=(docker-compose)
   export DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
-  say "client: $client ($client_version), engine $server_version, $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /'):" \
+  say "client: $client_version; engine $server_version; docker-compose $(docker-compose version --short 2>/dev/null):" \
       "README's Debian way (docker-compose, DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1)"
 fi
 
@@ -198,8 +216,20 @@ base_images() {
 mapfile -t images < <(base_images | sort -u | awk '/^debian:/ {print; next} {rest[++n]=$0} END {for (i = 1; i <= n; i++) print rest[i]}')
 
 standin_debian() { # image, e.g. debian:bookworm-slim
-  local suite=${1#debian:}
+  local suite=${1#debian:} host_suite sources=$work/debian-sources
   suite=${suite%-slim}
+  # The image's apt sources are this machine's Debian sources (the mirror that
+  # apt uses here), for the wanted release.
+  host_suite=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    cp /etc/apt/sources.list.d/debian.sources "$sources.sources"
+    sources=$sources.sources
+  else
+    grep -E '^deb[[:space:]]' /etc/apt/sources.list >"$sources.list" || true
+    sources=$sources.list
+  fi
+  [ -s "$sources" ] || { echo "error: no Debian apt sources on this machine to build $1 from"; return 1; }
+  [ -z "$host_suite" ] || [ "$host_suite" = "$suite" ] || sed -i "s/\b$host_suite\b/$suite/g" "$sources"
   # The official image's slimming (debuerreotype): no docs, man pages or
   # locales; apt keeps no caches; policy-rc.d keeps services from starting.
   # The hooks run on this machine with $1 = the new root (single quotes meant).
@@ -216,10 +246,7 @@ standin_debian() { # image, e.g. debian:bookworm-slim
     --aptopt='Dir::Cache::pkgcache ""' --aptopt='Dir::Cache::srcpkgcache ""' \
     --customize-hook='printf "#!/bin/sh\nexit 101\n" >"$1/usr/sbin/policy-rc.d" && chmod 0755 "$1/usr/sbin/policy-rc.d"' \
     --customize-hook='mkdir -p "$1/usr/local/share/ca-certificates" && if [ -d /usr/local/share/ca-certificates ]; then find /usr/local/share/ca-certificates -name "*.crt" -exec cp -t "$1/usr/local/share/ca-certificates" {} +; fi' \
-    "$suite" "$work/debian.tar" \
-    "deb http://deb.debian.org/debian $suite main" \
-    "deb http://deb.debian.org/debian $suite-updates main" \
-    "deb http://deb.debian.org/debian-security $suite-security main" || return 1
+    "$suite" "$work/debian.tar" "$sources" || return 1
   docker import --change 'CMD ["bash"]' \
     --change "LABEL org.sbcftp.test-scaffolding=\"stand-in for $1, built by .ci/deploy-smoke.sh with mmdebstrap\"" \
     "$work/debian.tar" "$1" || return 1
@@ -233,8 +260,10 @@ standin_rust() { # image, e.g. rust:1.95-slim-bookworm
   sysroot=$(rustc --print sysroot)
   host=$(rustc -vV | sed -n 's/^host: //p')
   have=$(rustc -vV | sed -n 's/^release: //p')
-  [[ "$have" == "$want" || "$have" == "$want".* ]] \
-    || die "the Dockerfile wants Rust $want, this machine's toolchain is $have: no stand-in for $1 (set ARG RUST_VERSION to match, or reach a registry)"
+  if [[ "$have" != "$want" && "$have" != "$want".* ]]; then
+    echo "error: the Dockerfile wants Rust $want, this machine's toolchain is $have: no stand-in for $1 (set ARG RUST_VERSION to match, or reach a registry)"
+    return 1
+  fi
   # The build context: this machine's rustup and the minimal profile's files
   # (rustc, cargo, rust-std) of its toolchain, listed by the toolchain's own
   # component manifests. Hard links where possible: nothing is copied twice.
@@ -246,7 +275,7 @@ standin_rust() { # image, e.g. rust:1.95-slim-bookworm
   printf 'config_version = "1"\n' >"$rl/multirust-config.toml"
   for c in rustc cargo rust-std; do
     local manifest=$sysroot/lib/rustlib/manifest-$c-$host
-    [ -f "$manifest" ] || die "$manifest is missing: cannot tell which files make up $c"
+    [ -f "$manifest" ] || { echo "error: $manifest is missing: cannot tell which files make up $c"; return 1; }
     (cd "$sysroot" && sed -n 's/^file://p' "$manifest" \
       | xargs -d '\n' cp -l --parents -t "$ctx/toolchain" 2>/dev/null \
       || sed -n 's/^file://p' "$manifest" | xargs -d '\n' cp --parents -t "$ctx/toolchain") || return 1
@@ -470,6 +499,7 @@ compose_deployment() { # compose file, migrations folder, the database's volume 
       db=$(cd "$clone" && "${compose[@]}" -f "$file" ps -q db)
       tr=$(cd "$clone" && "${compose[@]}" -f "$file" ps -q tracker)
       if [ -z "$db" ] || [ -z "$tr" ]; then die "compose did not create both services"; fi
+      project=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$tr")
       wait_healthy "$db" "$tr"
       say "ok: both services healthy, $(($(date +%s) - ts)) s after up"
     else
@@ -493,7 +523,7 @@ compose_deployment() { # compose file, migrations folder, the database's volume 
   curl_flow "$gw"
 
   (cd "$clone" && "${compose[@]}" -f "$file" down) >>"$logs/compose.log" 2>&1
-  check "down removed the containers" test -z "$(docker ps -aq --filter "label=com.docker.compose.project=sbcftp")"
+  check "down removed the containers" test -z "$(docker ps -aq --filter "label=com.docker.compose.project=$project")"
   (cd "$clone" && "${compose[@]}" -f "$file" up -d) >>"$logs/compose.log" 2>&1 || die "up -d after down failed"
   db=$(cd "$clone" && "${compose[@]}" -f "$file" ps -q db)
   tr=$(cd "$clone" && "${compose[@]}" -f "$file" ps -q tracker)
@@ -512,7 +542,7 @@ compose_deployment() { # compose file, migrations folder, the database's volume 
   leave
 
   vols=$(docker volume ls -q | sort | comm -13 "$work/volumes.before" - | paste -sd' ')
-  check "the only new volume is the database's named volume ($vols)" test "$vols" = "sbcftp_$3"
+  check "the only new volume is the database's named volume ($vols)" test "$vols" = "${project}_$3"
   (cd "$clone" && "${compose[@]}" -f "$file" down -v) >>"$logs/compose.log" 2>&1
   compose_files_used=()
   rm -f "$clone/.env"
