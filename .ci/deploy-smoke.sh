@@ -30,7 +30,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 t0=$(date +%s)
 say() { printf '[deploy-smoke %4ss] %s\n' "$(($(date +%s) - t0))" "$*"; }
-die() { printf 'deploy-smoke: error: %s\n' "$*" >&2; exit 1; }
+failure=""
+die() { failure=$*; printf 'deploy-smoke: error: %s\n' "$*" >&2; exit 1; }
 ((EUID == 0)) || die "run as root (it installs packages and may start a Docker engine)"
 
 work=$(mktemp -d /var/tmp/sbcftp-deploy-smoke.XXXXXX)
@@ -94,7 +95,7 @@ cleanup() {
     say "stopped the Docker engine it had started, removed its data root (images, volumes, build cache) and its iptables rules"
   fi
   rm -rf "$work"
-  if ((rc == 0)); then say "cleaned up"; else say "cleaned up after a failure (exit $rc)"; fi
+  if ((rc == 0)); then say "cleaned up"; else say "cleaned up; FAILED (exit $rc): ${failure:-see above}"; fi
   exit "$rc"
 }
 trap cleanup EXIT
