@@ -47,6 +47,7 @@ compose=()                 # the compose command (v2 plugin or v1)
 compose_files_used=()
 sqlite_used=0
 ip_forward_before=""
+new_tables=()              # iptables tables that dockerd created
 
 our_containers() {
   { [ -z "$project" ] || docker ps -aq --filter "label=com.docker.compose.project=$project"
@@ -90,6 +91,9 @@ cleanup() {
     # Anything still mounted under the data root (only after a hard kill).
     findmnt -rn -o TARGET | grep "^$work/" | sort -r | xargs -r -n1 umount -l 2>/dev/null
     [ -f "$work/iptables.before" ] && iptables-restore <"$work/iptables.before"
+    if command -v nft >/dev/null && iptables --version | grep -q nf_tables; then
+      for t in "${new_tables[@]}"; do nft delete table ip "$t" 2>/dev/null; done
+    fi
     ip link show docker0 >/dev/null 2>&1 && ip link delete docker0
     [ -n "$ip_forward_before" ] && echo "$ip_forward_before" >/proc/sys/net/ipv4/ip_forward
     say "stopped the Docker engine it had started, removed its data root (images, volumes, build cache) and its iptables rules"
@@ -149,11 +153,16 @@ else
   mkdir -p "$engine_root/data" "$engine_root/exec"
   # dockerd adds iptables rules (NAT for the build containers); restore the
   # tables as they were afterwards, with filter and nat present so both reset.
+  # Tables that did not exist are emptied, then deleted (iptables-nft).
   iptables-save >"$work/iptables.before" 2>/dev/null || true
-  grep -q '^\*filter' "$work/iptables.before" \
-    || printf '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n' >>"$work/iptables.before"
-  grep -q '^\*nat' "$work/iptables.before" \
-    || printf '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n' >>"$work/iptables.before"
+  if ! grep -q '^\*filter' "$work/iptables.before"; then
+    printf '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n' >>"$work/iptables.before"
+    new_tables+=(filter)
+  fi
+  if ! grep -q '^\*nat' "$work/iptables.before"; then
+    printf '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n' >>"$work/iptables.before"
+    new_tables+=(nat)
+  fi
   ip_forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
   dockerd --data-root "$engine_root/data" --exec-root "$engine_root/exec" \
     --pidfile "$engine_root/dockerd.pid" -H "unix://$engine_root/docker.sock" \
