@@ -307,7 +307,10 @@ for img in "${images[@]}"; do
     continue
   fi
   if [ "$registry" != no ]; then
-    if timeout 120 docker pull -q "$img" >"$logs/pull.log" 2>&1; then
+    # The first pull also probes the registry: bounded to a minute, where an
+    # unreachable registry fails within a second (no DNS) or at dockerd's own
+    # dial timeout; later pulls get the time a large image needs.
+    if timeout "$([ "$registry" = yes ] && echo 900 || echo 60)" docker pull -q "$img" >"$logs/pull.log" 2>&1; then
       registry=yes
       created_images+=("$img")
       say "base image $img: pulled"
