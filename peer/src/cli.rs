@@ -1,6 +1,10 @@
 //! Command-line interface: the parsed arguments of every subcommand.
 //!
-//! Every flag has an `SBCFTP_…` environment variable. Durations accept plain
+//! Every flag has an `SBCFTP_…` environment variable. None of them shares a
+//! name with a tracker variable: where both programs have the same flag
+//! (`--listen`, `--max-connections`, `--registration-key`), the peer's
+//! variable is `SBCFTP_PEER_…`, so one environment (a shell profile, a
+//! compose file) can configure both. Durations accept plain
 //! seconds (`10`) or units (`10s`, `2m`, `500ms`). These are the raw parsed
 //! arguments; each command validates what it needs (ripgrep keeps parsed and
 //! validated arguments apart the same way).
@@ -29,7 +33,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
-        env = "SBCFTP_REGISTRATION_KEY",
+        env = "SBCFTP_PEER_REGISTRATION_KEY",
         hide_env_values = true
     )]
     pub registration_key: Option<String>,
@@ -70,15 +74,20 @@ pub struct ServeArgs {
 
     /// Address to serve files on. A specific IP is also the address requests to
     /// the tracker leave from. Port 0 picks a free port (it is logged and registered).
-    #[arg(long, env = "SBCFTP_LISTEN", default_value = "0.0.0.0:44444")]
+    #[arg(long, env = "SBCFTP_PEER_LISTEN", default_value = "0.0.0.0:44444")]
     pub listen: SocketAddr,
 
     /// Port to tell the tracker, when it differs from the listening port (NAT, port forwarding).
     #[arg(long, env = "SBCFTP_ADVERTISE_PORT")]
     pub advertise_port: Option<u16>,
 
-    /// Where the hash cache is kept [default: <share>/.sbcftp].
-    #[arg(long, env = "SBCFTP_CACHE_DIR")]
+    // The help text is an attribute, not a doc comment: rustdoc would read
+    // `<share>` as an HTML tag.
+    #[arg(
+        long,
+        env = "SBCFTP_CACHE_DIR",
+        help = "Where the hash cache is kept [default: <share>/.sbcftp]"
+    )]
     pub cache_dir: Option<PathBuf>,
 
     /// How often the share folder is rescanned (stat only; changed files are
@@ -87,7 +96,7 @@ pub struct ServeArgs {
     pub rescan_interval: Duration,
 
     /// Most connections served at once; more are answered BUSY.
-    #[arg(long, env = "SBCFTP_MAX_CONNECTIONS", default_value_t = 64)]
+    #[arg(long, env = "SBCFTP_PEER_MAX_CONNECTIONS", default_value_t = 64)]
     pub max_connections: usize,
 
     /// Upload limit for all connections together, in bytes per second (unlimited by default).
@@ -159,7 +168,6 @@ pub struct GetArgs {
     /// Save under this name instead of the content's name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Download options.
     #[command(flatten)]
     pub download: DownloadArgs,
 }
@@ -169,7 +177,6 @@ pub struct GetArgs {
 pub struct BrowseArgs {
     /// Only list contents whose name contains this text.
     pub query: Option<String>,
-    /// Download options.
     #[command(flatten)]
     pub download: DownloadArgs,
 }

@@ -4,32 +4,33 @@
 //!
 //! # Layout
 //!
-//! - [`protocol`]: the wire format (fixed 56-byte requests, 16-byte response
-//!   headers, status codes); pure encode/decode. Written down in `PROTOCOL.md`.
-//! - [`outline`]: a file's BLAKE3 tree cut into blocks; the block chaining
-//!   values ("outline") that let every block be verified on its own.
+//! - [`transfer`]: everything on the peer-to-peer wire, both sides. The wire
+//!   format ([`transfer::wire`], written down in `PROTOCOL.md`), block
+//!   outlines ([`transfer::outline`]), the one [`Connection`] type that owns
+//!   framing and deadlines ([`transfer::connection`]), the TCP server
+//!   ([`transfer::server`]), and the download ([`transfer::download`], with
+//!   the part file [`transfer::part`]). Its module doc says which code is
+//!   blocking and where async starts.
 //! - [`share`]: the share folder, its index (by hash) and the hash cache.
-//! - [`server`]: the TCP server (accept loop, connection cap, deadlines, one
-//!   blocking thread per connection on the data path).
-//! - [`tracker_client`]: the tracker's REST API, with the tracker's own types
-//!   (`sbcftp_tracker::api`).
-//! - [`serve`]: `sbcftp-peer serve`: scan, register, heartbeat, rescan, leave.
-//! - [`download`]: verified, resumable download from one source after another.
-//! - [`commands`]: `files`, `peers`, `get`, `browse`.
-//! - [`cli`]: the command-line arguments; [`ui`]: tables and progress bars.
+//! - [`tracker_client`]: the tracker's REST API, with the request/response
+//!   types shared with the tracker (`sbcftp_api`).
+//! - [`commands`]: one module per subcommand: [`commands::serve`] (scan,
+//!   register, heartbeat, rescan, leave, and run the server),
+//!   [`commands::list`] (`files`, `peers`), [`commands::get`] (`get`,
+//!   `browse`).
+//! - [`cli`]: the command-line arguments; [`ui`]: tables, progress bars, and
+//!   error chains on one line.
+//!
+//! [`Connection`]: transfer::connection::Connection
 //!
 //! The binary (`main.rs`) only parses arguments, sets up logging and signals,
 //! and calls [`run`].
 
 pub mod cli;
 pub mod commands;
-pub mod download;
-pub mod outline;
-pub mod protocol;
-pub mod serve;
-pub mod server;
 pub mod share;
 pub mod tracker_client;
+pub mod transfer;
 pub mod ui;
 
 use tokio_util::sync::CancellationToken;
@@ -43,12 +44,14 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Serve(args) => {
             // An empty key (as an unset variable in compose or systemd gives) means none.
             let key = cli.registration_key.filter(|k| !k.trim().is_empty());
-            serve::run(args, &cli.tracker, key, shutdown).await
+            commands::serve::run(args, &cli.tracker, key, shutdown).await
         }
-        Command::Files(args) => commands::files(&client(&cli.tracker)?, args).await,
-        Command::Peers(args) => commands::peers(&client(&cli.tracker)?, args).await,
-        Command::Get(args) => commands::get(&client(&cli.tracker)?, args, shutdown).await,
-        Command::Browse(args) => commands::browse(&client(&cli.tracker)?, args, shutdown).await,
+        Command::Files(args) => commands::list::files(&client(&cli.tracker)?, args).await,
+        Command::Peers(args) => commands::list::peers(&client(&cli.tracker)?, args).await,
+        Command::Get(args) => commands::get::get(&client(&cli.tracker)?, args, shutdown).await,
+        Command::Browse(args) => {
+            commands::get::browse(&client(&cli.tracker)?, args, shutdown).await
+        }
     }
 }
 

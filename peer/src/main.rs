@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sbcftp-peer: {e:#}");
+            eprintln!("sbcftp-peer: {}", sbcftp_peer::ui::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,5 @@
 //! The tracker's REST API as seen by a peer: one method per endpoint, using
-//! the tracker's own request/response types (`sbcftp_tracker::api`).
+//! the request/response types shared with the tracker (`sbcftp_api`).
 //!
 //! Every request has a timeout. Errors keep the tracker's problem+json
 //! `detail` (shown to the user) and tell apart what a caller reacts to
@@ -12,9 +12,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
-use sbcftp_tracker::api::{
-    API_PREFIX, Content, ContentList, FileEntry, FilesUpdated, HeartbeatResponse,
-    PatchFilesRequest, PeerList, Problem, RegisterRequest, RegisterResponse, ReplaceFilesRequest,
+use sbcftp_api::{
+    API_PREFIX, Content, ContentHash, ContentList, FileEntry, FilesUpdated, HeartbeatResponse,
+    PatchFilesRequest, PeerId, PeerList, Problem, RegisterRequest, RegisterResponse,
+    ReplaceFilesRequest,
 };
 use serde::de::DeserializeOwned;
 
@@ -38,7 +39,6 @@ pub enum TrackerError {
     /// Any other error answer.
     #[error("the tracker answered {status}: {detail}")]
     Status {
-        /// HTTP status.
         status: StatusCode,
         /// The problem's detail (or title, or body excerpt).
         detail: String,
@@ -65,7 +65,7 @@ impl TrackerError {
 #[derive(Clone)]
 pub struct Registration {
     /// The tracker's id for this peer.
-    pub peer_id: String,
+    pub peer_id: PeerId,
     /// Bearer token for heartbeat, file changes and leaving.
     pub token: String,
 }
@@ -167,7 +167,7 @@ impl TrackerClient {
         }
         let unreachable = |e: reqwest::Error| TrackerError::Unreachable {
             url: self.base.to_string(),
-            cause: error_chain(&e),
+            cause: crate::ui::error_chain(&e),
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -303,7 +303,7 @@ impl TrackerClient {
     }
 
     /// `GET /api/v1/files/{hash}`.
-    pub async fn content(&self, hash: &str) -> Result<Content, TrackerError> {
+    pub async fn content(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
         let url = self.url(&format!("/files/{hash}"), &[])?;
         self.expect(Method::GET, url, None, None::<&()>).await
     }
@@ -331,19 +331,4 @@ impl TrackerClient {
             next_cursor: None,
         })
     }
-}
-
-/// An error and its causes on one line: `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
 }

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sbcftp_tracker::api::{Content, Peer};
+use sbcftp_api::{Content, Peer};
 
 /// `1536` → `"1.5 KiB"`.
 pub fn human_bytes(n: u64) -> String {
@@ -70,6 +70,23 @@ pub fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -
     Ok(())
 }
 
+/// An error and its causes on one line, `a: b: c`, for the user. A cause
+/// whose text an outer error already shows is not repeated (many errors put
+/// their cause in their own message too).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// Shows a name from the network safely (control characters escaped).
 pub fn safe(s: &str) -> String {
     if s.chars().any(char::is_control) {
@@ -101,7 +118,7 @@ pub fn content_rows(contents: &[Content], numbered: bool) -> (Vec<&'static str>,
             let mut row = vec![
                 names,
                 human_bytes(c.size),
-                c.hash.chars().take(12).collect(),
+                c.hash.to_string().chars().take(12).collect(),
                 c.peers.len().to_string(),
             ];
             if numbered {
@@ -120,7 +137,7 @@ pub fn peer_rows(peers: &[Peer]) -> (Vec<&'static str>, Vec<Vec<String>>) {
         .iter()
         .map(|p| {
             vec![
-                safe(&p.peer_id),
+                p.peer_id.to_string(),
                 safe(&p.addr),
                 p.file_count.to_string(),
                 last_seen(&p.last_seen),
@@ -169,5 +186,21 @@ mod tests {
         .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "A    BB\nxxx  y\nz    w\n");
         assert_eq!(safe("a\nb"), "a\\nb");
+    }
+
+    #[test]
+    fn error_chains_fit_on_one_line_without_repeats() {
+        let inner = io::Error::other("disk full");
+        let outer = anyhow::Error::new(inner).context("cannot write x.part");
+        let outer = outer.context("download failed");
+        assert_eq!(
+            error_chain(outer.as_ref()),
+            "download failed: cannot write x.part: disk full"
+        );
+        // A cause the message already shows is not repeated.
+        let e = crate::transfer::error::LocalError::io("cannot write x.part")(io::Error::other(
+            "disk full",
+        ));
+        assert_eq!(error_chain(&e), "cannot write x.part: disk full");
     }
 }

@@ -8,9 +8,10 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sbcftp_peer::protocol::{REQUEST_LEN, Request, ResponseHeader, Status};
-use sbcftp_peer::server::{self, ServerConfig};
+use sbcftp_api::ContentHash;
 use sbcftp_peer::share::Share;
+use sbcftp_peer::transfer::server::{self, ServerConfig};
+use sbcftp_peer::transfer::wire::{REQUEST_LEN, Request, ResponseHeader, Status};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -66,7 +67,7 @@ async fn random_and_mutated_requests_never_break_the_server() {
     tokio::task::spawn_blocking(move || s2.scan().unwrap())
         .await
         .unwrap();
-    let hash = *blake3::hash(&data).as_bytes();
+    let hash = ContentHash::from_bytes(*blake3::hash(&data).as_bytes());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

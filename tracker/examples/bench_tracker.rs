@@ -30,7 +30,9 @@ use clap::Parser;
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sbcftp_tracker::api::{FileEntry, PeerList, RegisterRequest, RegisterResponse};
+use sbcftp_api::{
+    ContentHash, FileEntry, FileName, PeerId, PeerList, RegisterRequest, RegisterResponse,
+};
 
 /// Tracker load generator: registers many peers, then measures heartbeats,
 /// listings, a large registration and memory.
@@ -109,9 +111,8 @@ const SHARED_POOL_DIV: usize = 50;
 /// One file in `SHARED_EVERY` comes from the popular pool.
 const SHARED_EVERY: usize = 5;
 
-fn hex32(rng: &mut StdRng) -> String {
-    let bytes: [u8; 32] = rng.random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn hash32(rng: &mut StdRng) -> ContentHash {
+    ContentHash::from_bytes(rng.random())
 }
 
 /// A realistic-looking file name, unique within its peer through `index`.
@@ -131,31 +132,33 @@ fn file_name(rng: &mut StdRng, index: usize, rare: bool) -> String {
 fn files(
     rng: &mut StdRng,
     count: usize,
-    pool: &[(String, u64)],
+    pool: &[(ContentHash, u64)],
     counter: &mut usize,
-) -> Vec<FileEntry> {
+) -> anyhow::Result<Vec<FileEntry>> {
     (0..count)
         .map(|i| {
             *counter += 1;
             let rare = (*counter).is_multiple_of(RARE_EVERY);
-            let name = file_name(rng, i, rare);
-            if !pool.is_empty() && rng.random_range(0..SHARED_EVERY) == 0 {
-                let (hash, size) = pool[rng.random_range(0..pool.len())].clone();
-                FileEntry { name, size, hash }
-            } else {
-                FileEntry {
-                    name,
-                    size: rng.random_range(1_000..5_000_000_000),
-                    hash: hex32(rng),
-                }
-            }
+            let name = FileName::new(file_name(rng, i, rare))?;
+            Ok(
+                if !pool.is_empty() && rng.random_range(0..SHARED_EVERY) == 0 {
+                    let (hash, size) = pool[rng.random_range(0..pool.len())];
+                    FileEntry { name, size, hash }
+                } else {
+                    FileEntry {
+                        name,
+                        size: rng.random_range(1_000..5_000_000_000),
+                        hash: hash32(rng),
+                    }
+                },
+            )
         })
         .collect()
 }
 
 /// A registered peer.
 struct Registered {
-    peer_id: String,
+    peer_id: PeerId,
     token: String,
 }
 
@@ -361,8 +364,8 @@ async fn main() -> anyhow::Result<()> {
     // Load: peers × files from many source addresses.
     let mut rng = StdRng::seed_from_u64(args.seed);
     let total_files = args.peers * args.files_per_peer;
-    let pool: Vec<(String, u64)> = (0..(total_files / SHARED_POOL_DIV).max(1))
-        .map(|_| (hex32(&mut rng), rng.random_range(1_000..5_000_000_000)))
+    let pool: Vec<(ContentHash, u64)> = (0..(total_files / SHARED_POOL_DIV).max(1))
+        .map(|_| (hash32(&mut rng), rng.random_range(1_000..5_000_000_000)))
         .collect();
     let clients: Vec<reqwest::Client> = (0..args.source_addrs)
         .map(|i| client_from(Some(source_ip(i)), 4))
@@ -370,7 +373,7 @@ async fn main() -> anyhow::Result<()> {
     let mut counter = 0usize;
     let mut jobs = Vec::with_capacity(args.peers);
     for i in 0..args.peers {
-        let f = files(&mut rng, args.files_per_peer, &pool, &mut counter);
+        let f = files(&mut rng, args.files_per_peer, &pool, &mut counter)?;
         let port = 10_000 + u16::try_from(i / args.source_addrs).unwrap_or(0);
         jobs.push((clients[i % args.source_addrs].clone(), port, f));
     }
@@ -468,7 +471,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| request | n | p50 | p99 | max | bytes |");
     let c = &main_client;
     let (s, budget) = (args.samples, args.sample_budget);
-    let seeds: Vec<String> = (0..s).map(|_| hex32(&mut rng)).collect();
+    let seeds: Vec<ContentHash> = (0..s).map(|_| hash32(&mut rng)).collect();
     report.push(
         latency("GET /files?limit=100 (first page)", c, s, budget, |_| {
             format!("{base}/api/v1/files?limit=100")
@@ -528,10 +531,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?,
     );
-    let known: Vec<String> = {
+    let known: Vec<ContentHash> = {
         let mut r = StdRng::seed_from_u64(args.seed ^ 0x5eed);
         (0..s)
-            .map(|_| pool[r.random_range(0..pool.len())].0.clone())
+            .map(|_| pool[r.random_range(0..pool.len())].0)
             .collect()
     };
     report.push(
@@ -591,7 +594,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     let mut times = Vec::new();
     for run in 0..args.big_runs {
-        let f = files(&mut rng, args.big_files, &pool, &mut counter);
+        let f = files(&mut rng, args.big_files, &pool, &mut counter)?;
         let client = client_from(Some(source_ip(args.source_addrs + run)), 1)?;
         let t = Instant::now();
         let p = register(&client, &base, 40_000, f).await?;

@@ -1,8 +1,11 @@
 //! The one error type of the HTTP boundary, answered as RFC 9457
 //! `application/problem+json`.
 //!
-//! Handlers return [`Result<T>`] and use `?`. Client errors carry a detail that
-//! says what to fix; database errors are logged with their cause and answered
+//! Handlers return [`Result<T>`] and use `?`. Errors of the layers below
+//! (the store's `sqlx::Error`, liveness's [`AuthError`]) convert into it with
+//! `?`, and this is the one place that gives them a status. Client errors
+//! carry a detail that says what to fix; database errors are logged with
+//! their cause and answered
 //! 500 without echoing it, except when the database is unreachable (pool
 //! timeout, I/O), which is a 503 "retry" so that a dead database never looks
 //! like a bug. The extractors [`ApiJson`] and [`ApiQuery`] turn axum's
@@ -12,12 +15,17 @@
 
 use axum::Json;
 use axum::body::Body;
+use std::error::Error as StdError;
+
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::api::Problem;
+use sbcftp_api::{PeerId, Problem};
+
+use crate::liveness::AuthError;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -37,9 +45,14 @@ pub enum Error {
     /// 403: credentials given but wrong.
     #[error("{0}")]
     Forbidden(String),
-    /// 404: no such peer or content.
+    /// 404: no such content.
     #[error("{0}")]
     NotFound(String),
+    /// 404: no such peer (the text of its id, as given).
+    #[error(
+        "no peer {0:?} is registered (it may have been swept after missing heartbeats; register again)"
+    )]
+    NoPeer(String),
     /// 422: well-formed JSON whose values are not acceptable.
     #[error("{0}")]
     Unprocessable(String),
@@ -62,7 +75,7 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::NotFound(_) | Error::NoPeer(_) => StatusCode::NOT_FOUND,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Rejection { status, .. } => *status,
             Error::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +104,23 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
             )
         }
         _ => false,
+    }
+}
+
+impl Error {
+    /// 404 for this peer.
+    pub fn no_peer(peer_id: &PeerId) -> Self {
+        Error::NoPeer(peer_id.to_string())
+    }
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::UnknownPeer(id) => Error::no_peer(&id),
+            AuthError::WrongToken(_) => Error::Forbidden(e.to_string()),
+            AuthError::Database(e) => Error::Database(e),
+        }
     }
 }
 
@@ -142,10 +172,35 @@ where
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(Error::Rejection {
                 status: rejection.status(),
-                detail: rejection.body_text(),
+                detail: value_error(&rejection).unwrap_or_else(|| rejection.body_text()),
             }),
         }
     }
+}
+
+/// For a body whose JSON is well-formed but holds a value that does not
+/// fit (a bad name or hash, a wrong type): where it is and why, as
+/// `files[0].name: file name "a/b" contains '/'; …`, without axum's
+/// preamble and serde's line and column.
+fn value_error(rejection: &JsonRejection) -> Option<String> {
+    if !matches!(rejection, JsonRejection::JsonDataError(_)) {
+        return None;
+    }
+    let mut source = StdError::source(rejection);
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            let inner = e.inner();
+            let text = inner.to_string();
+            let position = format!(" at line {} column {}", inner.line(), inner.column());
+            let why = text.strip_suffix(&position).unwrap_or(&text);
+            return Some(match e.path().to_string().as_str() {
+                "." => why.to_owned(),
+                path => format!("{path}: {why}"),
+            });
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// `axum::extract::Query`, but its rejections are problem documents.

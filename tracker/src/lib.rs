@@ -1,49 +1,40 @@
 //! SBCFTP tracker: the REST central index of peers and the files they share.
 //!
-//! Without the `server` feature this crate is only [`api`], the request and
-//! response bodies shared with the peer.
+//! The JSON bodies and the values in them (content hashes, peer ids, file
+//! names) are the crate `sbcftp_api`, shared with the peer.
 //!
 //! # Layout
 //!
-//! - [`api`]: the JSON shapes and their validation (shared with the peer).
-//! - [`config`]: flags and `SBCFTP_…` environment variables.
-//! - [`run`]: connects, migrates, serves until shutdown; `main.rs` is thin.
-//! - `routes/`: one module per feature (peers, files, health), merged in
-//!   `routes/mod.rs` with the layers (body limit, concurrency, timeout,
-//!   request id, tracing, problem+json for bare errors).
-//! - `error`: the one error type, answered as RFC 9457 problem+json.
-//! - `store/`: database access over SQLite, MySQL/MariaDB and PostgreSQL.
-//! - `liveness`: heartbeat cache and flush, and the sweep.
-//! - `addr`: the peer's address from the connection (and trusted proxies).
-//! - `openapi`, `metrics`.
+//! A request goes down these layers; no module imports one above it.
+//!
+//! | layer | module | what it holds |
+//! | --- | --- | --- |
+//! | start | [`run`] (here), `main.rs` | connect, migrate, spawn the background task, serve until shutdown; `main.rs` only parses flags and signals |
+//! | config | [`config`] | every flag and `SBCFTP_…` variable, validated once |
+//! | HTTP | `routes/` | one module per feature (`peers`, `files`, `health`), merged in `routes/mod.rs` with the layers (body limit, concurrency, timeout, request id, tracing, problem+json for bare errors); `routes/auth.rs`: the extractors that authenticate (`AuthPeer`, `RegistrationKey`); `routes/doc.rs`: shared error descriptions |
+//! | HTTP edge | `error`, `addr` | the one error type and its status for every failure below; the client's address (trusted proxies) |
+//! | document | [`openapi`] | the OpenAPI document assembled from the routes |
+//! | liveness | `liveness/` | heartbeat cache and flush (`mod.rs`, with its own `AuthError`), the sweep and checkpoints (`background.rs`) |
+//! | data | [`store`] | the database over SQLite, MySQL/MariaDB and PostgreSQL, one file per concern, every statement in `store/sql.rs` |
+//! | time | `clock` | the one clock: now, online-since |
+//!
+//! `state` is what handlers share (config, store, liveness); `metrics` is
+//! the Prometheus text of `/metrics`.
 
-pub mod api;
-
-#[cfg(feature = "server")]
 mod addr;
-#[cfg(feature = "server")]
+mod clock;
 pub mod config;
-#[cfg(feature = "server")]
 mod error;
-#[cfg(feature = "server")]
 mod liveness;
-#[cfg(feature = "server")]
 mod metrics;
-#[cfg(feature = "server")]
 pub mod openapi;
-#[cfg(feature = "server")]
 mod routes;
-#[cfg(feature = "server")]
 mod state;
-#[cfg(feature = "server")]
-mod store;
+pub mod store;
 
-#[cfg(feature = "server")]
 pub use config::Config;
-#[cfg(feature = "server")]
 pub use server::run;
 
-#[cfg(feature = "server")]
 mod server {
     use std::net::SocketAddr;
     use std::sync::Arc;
@@ -52,7 +43,7 @@ mod server {
     use tokio_util::sync::CancellationToken;
 
     use crate::config::Config;
-    use crate::liveness::Liveness;
+    use crate::liveness::{Liveness, background};
     use crate::state::AppState;
     use crate::store::Store;
 
@@ -90,16 +81,17 @@ mod server {
         );
 
         let cancel = CancellationToken::new();
-        let background = tokio::spawn(crate::liveness::run_background(
-            state.clone(),
+        let background = tokio::spawn(background::run(
+            Arc::clone(&state.liveness),
+            store.clone(),
+            background::Timing {
+                ttl: state.config.peer_ttl,
+                sweep_interval: state.config.sweep_interval,
+            },
             cancel.clone(),
         ));
-        let checkpoints = (store.backend() == crate::store::Backend::Sqlite).then(|| {
-            tokio::spawn(crate::liveness::run_checkpoints(
-                store.clone(),
-                cancel.clone(),
-            ))
-        });
+        let checkpoints = (store.backend() == crate::store::Backend::Sqlite)
+            .then(|| tokio::spawn(background::run_checkpoints(store.clone(), cancel.clone())));
         let app = crate::routes::app(state);
         let served = axum::serve(
             listener,
@@ -123,25 +115,4 @@ mod server {
         tracing::info!("tracker stopped");
         served
     }
-}
-
-/// Now, in unix milliseconds.
-#[cfg(feature = "server")]
-pub(crate) fn now_ms() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The TTL in milliseconds.
-#[cfg(feature = "server")]
-pub(crate) fn ttl_ms(config: &Config) -> i64 {
-    i64::try_from(config.peer_ttl.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The oldest `last_seen` of a peer that counts as online.
-#[cfg(feature = "server")]
-pub(crate) fn online_since(config: &Config) -> i64 {
-    now_ms().saturating_sub(ttl_ms(config))
 }

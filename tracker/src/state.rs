@@ -9,9 +9,8 @@ use crate::store::Store;
 /// Cheap to clone: everything is behind `Arc`s or is a pool handle.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// Validated configuration.
+    /// Validated.
     pub config: Arc<Config>,
-    /// The database.
     pub store: Store,
     /// Heartbeat cache, pending heartbeats and counters.
     pub liveness: Arc<Liveness>,

@@ -26,7 +26,7 @@ async fn browse_lists_picks_confirms_and_downloads() {
 
     // Which number is two.bin? The list is the tracker's order; find it from `files --json`.
     let out = peer_cmd(&tracker, &["files", "--json"]).await;
-    let list: sbcftp_tracker::api::ContentList = serde_json::from_slice(&out.stdout).unwrap();
+    let list: sbcftp_api::ContentList = serde_json::from_slice(&out.stdout).unwrap();
     let index = list
         .files
         .iter()
@@ -99,9 +99,9 @@ async fn ctrl_c_keeps_the_verified_part_and_the_next_run_resumes() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "slow.bin",
-        blake3::hash(&data).as_bytes(),
+        &content_hash(&data),
     ));
 
     let get = peer_spawn(&tracker, &["get", "slow.bin", "--out", &od]);
@@ -166,6 +166,23 @@ async fn private_tracker_needs_the_registration_key() {
         "127.0.0.3",
         &[("g", b"g")],
         &["--registration-key", "s3cret"],
+    )
+    .await;
+
+    // With the key in the peer's own variable: registered. The tracker's
+    // variables of the same meaning are not the peer's: set to values that
+    // would fail, they change nothing.
+    let _q = PeerProc::start_env(
+        &tracker,
+        "127.0.0.4",
+        &[("h", b"h")],
+        &[],
+        &[
+            ("SBCFTP_PEER_REGISTRATION_KEY", "s3cret"),
+            ("SBCFTP_REGISTRATION_KEY", "wrong"),
+            ("SBCFTP_LISTEN", "not an address"),
+            ("SBCFTP_MAX_CONNECTIONS", "not a number"),
+        ],
     )
     .await;
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use sbcftp_api::{Content, ContentHash, Peer};
 use sbcftp_peer::tracker_client::TrackerClient;
-use sbcftp_tracker::api::{Content, Peer};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -138,16 +138,29 @@ impl PeerProc {
         files: &[(&str, &[u8])],
         extra: &[&str],
     ) -> PeerProc {
+        Self::start_env(tracker, ip, files, extra, &[]).await
+    }
+
+    /// [`PeerProc::start`] with extra environment variables.
+    pub async fn start_env(
+        tracker: &Tracker,
+        ip: &str,
+        files: &[(&str, &[u8])],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> PeerProc {
         let dir = tempfile::tempdir().unwrap();
         let share = dir.path().join("DistShared");
         std::fs::create_dir(&share).unwrap();
         for (name, data) in files {
             std::fs::write(share.join(name), data).unwrap();
         }
-        Self::start_in(tracker, ip, dir, share, files.len() as u64, extra).await
+        Self::start_in(tracker, ip, dir, share, files.len() as u64, extra, env).await
     }
 
-    /// Starts a peer on an existing share folder inside `dir`, expecting `count` files listed.
+    /// Starts a peer on an existing share folder inside `dir`, expecting
+    /// `count` files listed. The listening address is passed in the peer's
+    /// own variable, `SBCFTP_PEER_LISTEN`.
     pub async fn start_in(
         tracker: &Tracker,
         ip: &str,
@@ -155,6 +168,7 @@ impl PeerProc {
         share: PathBuf,
         count: u64,
         extra: &[&str],
+        env: &[(&str, &str)],
     ) -> PeerProc {
         let log = dir.path().join("peer.log");
         let logf = std::fs::File::create(&log).unwrap();
@@ -162,6 +176,8 @@ impl PeerProc {
         let mut cmd = Command::new(PEER_BIN);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("SBCFTP_PEER_LISTEN", &listen)
+            .envs(env.iter().copied())
             .args([
                 "--tracker",
                 &tracker.url,
@@ -171,7 +187,6 @@ impl PeerProc {
                 "--share",
             ])
             .arg(&share)
-            .args(["--listen", &listen])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
@@ -191,7 +206,7 @@ impl PeerProc {
                 && found.file_count == count
             {
                 p.addr = found.addr;
-                p.peer_id = found.peer_id;
+                p.peer_id = found.peer_id.to_string();
                 break;
             }
             if let Ok(Some(status)) = p.child.try_wait() {
@@ -326,6 +341,11 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// The content hash of `data`.
+pub fn content_hash(data: &[u8]) -> ContentHash {
+    ContentHash::from_bytes(*blake3::hash(data).as_bytes())
 }
 
 /// Hex BLAKE3 of `data`.

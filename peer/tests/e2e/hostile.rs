@@ -6,7 +6,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use sbcftp_peer::protocol::{REQUEST_LEN, Request, ResponseHeader, Status};
+use sbcftp_api::ContentHash;
+use sbcftp_peer::transfer::wire::{REQUEST_LEN, Request, ResponseHeader, Status};
 
 use crate::helpers::*;
 
@@ -36,7 +37,7 @@ fn closed(s: &mut TcpStream) -> bool {
 async fn hostile_input_is_answered_or_dropped_and_serving_goes_on() {
     let tracker = Tracker::start().await;
     let data = bytes(3 * (1 << 20) + 5, 9);
-    let hash = *blake3::hash(&data).as_bytes();
+    let hash = content_hash(&data);
     let mut a = PeerProc::start(
         &tracker,
         "127.0.0.2",
@@ -46,7 +47,7 @@ async fn hostile_input_is_answered_or_dropped_and_serving_goes_on() {
     .await;
     // A second peer with a cap of two connections, used only for the cap.
     let cap_data = bytes(1000, 10);
-    let cap_hash = *blake3::hash(&cap_data).as_bytes();
+    let cap_hash = content_hash(&cap_data);
     let capped = PeerProc::start(
         &tracker,
         "127.0.0.3",
@@ -107,10 +108,11 @@ async fn hostile_input_is_answered_or_dropped_and_serving_goes_on() {
         // A "hash" that is a path: not found (it is only ever looked up by hash).
         let mut path_hash = [0u8; 32];
         path_hash.copy_from_slice(b"../../../../../../../etc/passwd\0");
-        s.write_all(&Request::read(path_hash, 0, 100).encode())
+        s.write_all(&Request::read(ContentHash::from_bytes(path_hash), 0, 100).encode())
             .unwrap();
         assert_eq!(answer(&mut s).map(|a| a.0), Some(Status::NotFound));
-        s.write_all(&Request::outline(path_hash).encode()).unwrap();
+        s.write_all(&Request::outline(ContentHash::from_bytes(path_hash)).encode())
+            .unwrap();
         assert_eq!(answer(&mut s).map(|a| a.0), Some(Status::NotFound));
         // Huge lengths and overflowing ranges: BAD_RANGE, nothing allocated.
         s.write_all(&Request::read(hash, 0, u64::MAX).encode())

@@ -39,14 +39,18 @@ async fn listing_download_and_no_clobber() {
             .contents()
             .await
             .iter()
-            .any(|c| c.names.contains(&"late.txt".to_owned()))
+            .any(|c| c.names.iter().any(|n| n == "late.txt"))
     })
     .await;
 
     let out = peer_cmd(&tracker, &["files", "--json"]).await;
     assert!(out.status.success(), "{:?}", text(&out));
-    let list: sbcftp_tracker::api::ContentList = serde_json::from_slice(&out.stdout).unwrap();
-    let mut names: Vec<String> = list.files.iter().flat_map(|c| c.names.clone()).collect();
+    let list: sbcftp_api::ContentList = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = list
+        .files
+        .iter()
+        .flat_map(|c| c.names.iter().map(|n| n.to_string()))
+        .collect();
     names.sort();
     assert_eq!(
         names,
@@ -61,7 +65,7 @@ async fn listing_download_and_no_clobber() {
     let big_row = list
         .files
         .iter()
-        .find(|c| c.hash == hash_hex(&big))
+        .find(|c| c.hash.to_string() == hash_hex(&big))
         .unwrap();
     assert_eq!(big_row.size, big.len() as u64);
     assert_eq!(big_row.peers.len(), 2);
@@ -80,7 +84,7 @@ async fn listing_download_and_no_clobber() {
     assert!(!stdout.contains("hello.txt"), "{stdout}");
 
     let out = peer_cmd(&tracker, &["peers", "--json"]).await;
-    let peers: sbcftp_tracker::api::PeerList = serde_json::from_slice(&out.stdout).unwrap();
+    let peers: sbcftp_api::PeerList = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(peers.peers.len(), 2);
     let out = peer_cmd(&tracker, &["peers"]).await;
     assert!(text(&out).0.contains(&a.addr), "{:?}", text(&out));
@@ -180,9 +184,9 @@ async fn resume_after_the_source_is_killed() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "movie.bin",
-        blake3::hash(&data).as_bytes(),
+        &content_hash(&data),
     ));
 
     let get = peer_spawn(&tracker, &["get", "movie.bin", "--out", &od]);
@@ -233,9 +237,9 @@ async fn frozen_source_fails_over_in_the_same_run() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "data.bin",
-        blake3::hash(&data).as_bytes(),
+        &content_hash(&data),
     ));
 
     let get = peer_spawn(
@@ -279,9 +283,9 @@ async fn corrupt_source_is_detected_and_reported() {
     }
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "rot.bin",
-        blake3::hash(&data).as_bytes(),
+        &content_hash(&data),
     ));
     let out = peer_cmd(&tracker, &["get", "rot.bin", "--out", &od]).await;
     let (_, err) = text(&out);
@@ -340,7 +344,7 @@ async fn killed_peer_disappears_after_the_ttl() {
             .contents()
             .await
             .iter()
-            .all(|c| c.hash != hash_hex(b"f"))
+            .all(|c| c.hash.to_string() != hash_hex(b"f"))
     );
 }
 
@@ -411,9 +415,9 @@ async fn sigterm_mid_transfer_leaves_and_aborts_cleanly() {
     .await;
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap().to_owned();
-    let part = dl.path().join(sbcftp_peer::download::part_name(
+    let part = dl.path().join(sbcftp_peer::transfer::part::part_name(
         "x.bin",
-        blake3::hash(&data).as_bytes(),
+        &content_hash(&data),
     ));
     let get = peer_spawn(&tracker, &["get", "x.bin", "--out", &od]);
     wait_for("a verified block in the part file", || async {

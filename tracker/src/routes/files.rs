@@ -1,24 +1,24 @@
 //! Contents: one row per distinct hash with the online peers that hold it,
 //! searchable by name and cursor-paginated.
 //!
-//! A page is two queries: the page of distinct hashes (walking the
-//! `files(hash, …)` index from the cursor), then the holders of just those
-//! hashes. The cursor is the last hash of the page. At most
-//! [`MAX_HOLDERS`] holders (file rows) are listed per content, so one very
-//! popular file cannot make a page unbounded.
+//! A page is the page of distinct hashes after the cursor, then the holders
+//! of just those hashes (see `store::files`). The cursor is the last hash of
+//! the page. At most [`MAX_HOLDERS`] holders (file rows) are listed per
+//! content, so one very popular file cannot make a page unbounded.
 
 use axum::Json;
 use axum::extract::{Path, State};
+use sbcftp_api::{Content, ContentHash, ContentList, MAX_NAME_LEN};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{Content, ContentList, MAX_NAME_LEN, Problem, validate_hash};
+use super::doc::DatabaseErrors;
+use super::{cursor, page_limit, paginate};
+use crate::clock::online_since;
 use crate::error::{ApiQuery, Error, Result};
-use crate::routes::page_limit;
 use crate::state::AppState;
-use crate::store::sql::like_contains;
 
 /// Most holders (peer, name) listed for one content.
 pub const MAX_HOLDERS: i64 = 100;
@@ -44,6 +44,11 @@ pub struct FilesQuery {
     pub cursor: Option<String>,
 }
 
+/// A hash given in a path or query: 400 if it is not one.
+fn parse_hash(text: &str) -> Result<ContentHash> {
+    ContentHash::parse(text).map_err(|e| Error::BadRequest(e.to_string()))
+}
+
 /// List contents held by online peers, by hash.
 ///
 /// Each content lists its distinct names and up to 100 holders.
@@ -54,8 +59,8 @@ pub struct FilesQuery {
     params(FilesQuery),
     responses(
         (status = 200, description = "A page of contents", body = ContentList),
-        (status = 400, description = "Bad query, hash, limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad query, hash, limit or cursor"),
+        DatabaseErrors,
     )
 )]
 async fn list_files(
@@ -63,39 +68,8 @@ async fn list_files(
     ApiQuery(query): ApiQuery<FilesQuery>,
 ) -> Result<Json<ContentList>> {
     let limit = page_limit(query.limit, &state)?;
-    let after = match query.cursor.as_deref() {
-        None | Some("") => "",
-        Some(c) => {
-            validate_hash(c).map_err(|_| {
-                let shown: String = c.chars().take(40).collect();
-                Error::BadRequest(format!(
-                    "cursor {shown:?} is not a cursor from this API; pass `next_cursor` of the previous page"
-                ))
-            })?;
-            c
-        }
-    };
-    let min_seen = crate::online_since(&state.config);
-    if let Some(hash) = query.hash.as_deref() {
-        validate_hash(hash).map_err(|e| Error::BadRequest(e.to_string()))?;
-        // A one-content filter: at most one row.
-        let mut files = Vec::new();
-        if hash > after {
-            files = state
-                .store
-                .contents(&[hash.to_owned()], min_seen, MAX_HOLDERS)
-                .await?;
-            if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
-                let q = q.to_lowercase();
-                files.retain(|c| c.names.iter().any(|n| n.to_lowercase().contains(&q)));
-            }
-        }
-        return Ok(Json(ContentList {
-            files,
-            next_cursor: None,
-        }));
-    }
-    let pattern = match query.q.as_deref() {
+    let after = cursor::<ContentHash>(query.cursor.as_deref())?;
+    let search = match query.q.as_deref() {
         None | Some("") => None,
         Some(q) if q.len() > MAX_NAME_LEN => {
             return Err(Error::BadRequest(format!(
@@ -103,15 +77,30 @@ async fn list_files(
                 q.len()
             )));
         }
-        Some(q) => Some(like_contains(q)),
+        Some(q) => Some(q),
     };
-    let mut hashes = state
+    let min_seen = online_since(state.config.peer_ttl);
+    if let Some(hash) = query.hash.as_deref() {
+        // A one-content filter: at most one row, and no next page.
+        let hash = parse_hash(hash)?;
+        let mut files = Vec::new();
+        if after.is_none_or(|after| hash > after) {
+            let found = state
+                .store
+                .content(hash, min_seen, search, MAX_HOLDERS)
+                .await?;
+            files.extend(found);
+        }
+        return Ok(Json(ContentList {
+            files,
+            next_cursor: None,
+        }));
+    }
+    let hashes = state
         .store
-        .hash_page(min_seen, after, pattern.as_deref(), limit + 1)
+        .hash_page(min_seen, after, search, limit + 1)
         .await?;
-    let more = hashes.len() as i64 > limit;
-    hashes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = if more { hashes.last().cloned() } else { None };
+    let (hashes, next_cursor) = paginate(hashes, limit, |h| *h);
     let files = state.store.contents(&hashes, min_seen, MAX_HOLDERS).await?;
     Ok(Json(ContentList { files, next_cursor }))
 }
@@ -124,23 +113,21 @@ async fn list_files(
     params(("hash" = String, Path, description = "Lowercase hex BLAKE3 of the content")),
     responses(
         (status = 200, description = "The content", body = Content),
-        (status = 400, description = "Not a hash", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No online peer holds it", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a hash"),
+        (status = 404, description = "No online peer holds it"),
+        DatabaseErrors,
     )
 )]
 async fn get_content(
     State(state): State<AppState>,
     Path(hash): Path<String>,
 ) -> Result<Json<Content>> {
-    validate_hash(&hash).map_err(|e| Error::BadRequest(e.to_string()))?;
-    let min_seen = crate::online_since(&state.config);
+    let hash = parse_hash(&hash)?;
+    let min_seen = online_since(state.config.peer_ttl);
     state
         .store
-        .contents(std::slice::from_ref(&hash), min_seen, MAX_HOLDERS)
+        .content(hash, min_seen, None, MAX_HOLDERS)
         .await?
-        .into_iter()
-        .next()
         .map(Json)
         .ok_or_else(|| Error::NotFound(format!("no online peer holds content {hash}")))
 }

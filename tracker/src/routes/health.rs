@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::Problem;
 use crate::error::problem;
 use crate::state::AppState;
 
@@ -52,8 +51,7 @@ async fn livez() -> &'static str {
     tag = "operations",
     responses(
         (status = 200, description = "The tracker and its database answer", body = Health),
-        (status = 503, description = "The database does not answer", body = Problem,
-         content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer"),
     )
 )]
 async fn healthz(State(state): State<AppState>) -> Response {

@@ -1,15 +1,23 @@
-//! HTTP routes, one module per feature; this module only merges them and
-//! adds the shared layers.
+//! HTTP routes, one module per feature; this module merges them, adds the
+//! shared layers and holds the helpers of pagination.
+//!
+//! - `peers`, `files`, `health`: the handlers, each with its OpenAPI
+//!   description (`#[utoipa::path]`).
+//! - `auth`: the extractors that authenticate a request.
+//! - `doc`: the error answers several routes share, for the OpenAPI
+//!   document.
 
-pub mod files;
-pub mod health;
-pub mod peers;
+mod auth;
+mod doc;
+mod files;
+mod health;
+mod peers;
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -20,9 +28,10 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::error::Error;
 use crate::state::AppState;
 
-/// Every documented route, with its OpenAPI description.
+/// Every documented route, with its OpenAPI description (the paths of the
+/// document; `openapi.rs` adds the rest).
 pub fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(crate::openapi::base())
+    OpenApiRouter::new()
         .merge(peers::router())
         .merge(files::router())
         .merge(health::router())
@@ -65,28 +74,6 @@ impl MakeRequestId for Counter {
     }
 }
 
-/// The bearer token of a request, or 401.
-pub fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
-        return Err(Error::Unauthorized(
-            "missing `Authorization: Bearer <token>` header".into(),
-        ));
-    };
-    let text = value
-        .to_str()
-        .map_err(|_| Error::Unauthorized("the Authorization header is not visible ASCII".into()))?;
-    match text.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim())
-        }
-        _ => Err(Error::Unauthorized(
-            "the Authorization header must be `Bearer <token>`".into(),
-        )),
-    }
-}
-
 /// Checks a page size against the configured bounds.
 pub fn page_limit(limit: Option<u32>, state: &AppState) -> Result<i64, Error> {
     let max = state.config.max_page_size;
@@ -97,6 +84,37 @@ pub fn page_limit(limit: Option<u32>, state: &AppState) -> Result<i64, Error> {
             "limit {n} is out of range: use 1 to {max}"
         ))),
     }
+}
+
+/// The cursor of a page request: none for the first page, else the
+/// `next_cursor` of the previous page, which must parse as `T`.
+pub fn cursor<T: std::str::FromStr>(given: Option<&str>) -> Result<Option<T>, Error> {
+    match given {
+        None | Some("") => Ok(None),
+        Some(c) => c.parse().map(Some).map_err(|_| {
+            let shown: String = c.chars().take(40).collect();
+            Error::BadRequest(format!(
+                "cursor {shown:?} is not a cursor from this API; pass `next_cursor` of the previous page"
+            ))
+        }),
+    }
+}
+
+/// A page out of `rows`, fetched with `limit + 1`: the first `limit` rows,
+/// and the cursor of the next page (the key of the last row kept) when
+/// there are more.
+pub fn paginate<T, K: ToString>(
+    mut rows: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> K,
+) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if rows.len() <= limit {
+        return (rows, None);
+    }
+    rows.truncate(limit);
+    let next = rows.last().map(|r| key(r).to_string());
+    (rows, next)
 }
 
 /// Milliseconds as RFC 3339 UTC with milliseconds.

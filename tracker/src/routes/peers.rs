@@ -2,8 +2,9 @@
 //!
 //! Everything is validated before the database is touched, and each change
 //! is one transaction, so a rejected request changes nothing. Only the holder
-//! of a peer's token may act on it; the heartbeat goes through the in-memory
-//! cache of [`crate::liveness`] and never waits for the database on a hit.
+//! of a peer's token may act on it (the [`AuthPeer`] extractor); the
+//! heartbeat goes through the in-memory cache of [`crate::liveness`] and
+//! never waits for the database on a hit.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -11,18 +12,21 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use sbcftp_api::{
+    FileEntry, FilesUpdated, HeartbeatResponse, PatchFilesRequest, Peer, PeerId, PeerList,
+    RegisterRequest, RegisterResponse, ReplaceFilesRequest,
+};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{
-    FileEntry, FilesUpdated, HeartbeatResponse, PatchFilesRequest, Peer, PeerList, Problem,
-    RegisterRequest, RegisterResponse, ReplaceFilesRequest, validate_file, validate_name,
-};
+use super::auth::{AuthPeer, RegistrationKey};
+use super::doc::{DatabaseErrors, JsonBodyErrors, PeerAuthErrors};
+use super::{cursor, page_limit, paginate, rfc3339};
+use crate::clock::{now_ms, online_since};
 use crate::error::{ApiJson, ApiQuery, Error, Result};
-use crate::liveness::{hash_token, no_peer};
-use crate::routes::{bearer, page_limit, rfc3339};
+use crate::liveness::hash_token;
 use crate::state::AppState;
 use crate::store::{FilesOutcome, NewPeer, PeerRow};
 
@@ -45,34 +49,7 @@ pub struct PeersQuery {
     pub cursor: Option<String>,
 }
 
-/// Whether `id` has the form of a peer id (16 lowercase hex digits).
-pub fn is_peer_id(id: &str) -> bool {
-    id.len() == 16
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn check_peer_id(id: &str) -> Result<()> {
-    if is_peer_id(id) {
-        Ok(())
-    } else {
-        Err(no_peer(id))
-    }
-}
-
-/// Checks that the request carries the bearer token of `peer_id`, a live peer:
-/// 401 without a token, 403 with another peer's, 404 for an unknown peer.
-async fn authorize(state: &AppState, peer_id: &str, headers: &HeaderMap) -> Result<()> {
-    check_peer_id(peer_id)?;
-    let token = bearer(headers)?;
-    state
-        .liveness
-        .authenticate(&state.store, peer_id, token, crate::ttl_ms(&state.config))
-        .await
-}
-
-/// Validates a file list: each entry, unique names, the cap.
+/// Validates a file list: sizes, unique names, the cap.
 fn check_files(files: &[FileEntry], cap: usize, field: &str) -> Result<()> {
     if files.len() > cap {
         return Err(Error::Unprocessable(format!(
@@ -82,7 +59,8 @@ fn check_files(files: &[FileEntry], cap: usize, field: &str) -> Result<()> {
     }
     let mut names = HashSet::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
-        validate_file(f).map_err(|e| Error::Unprocessable(format!("{field}[{i}]: {e}")))?;
+        f.check_size()
+            .map_err(|e| Error::Unprocessable(format!("{field}[{i}]: {e}")))?;
         if !names.insert(f.name.as_str()) {
             return Err(Error::Unprocessable(format!(
                 "{field}[{i}]: file name {:?} appears more than once",
@@ -91,6 +69,22 @@ fn check_files(files: &[FileEntry], cap: usize, field: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The answer to a file-list change.
+fn files_updated(
+    outcome: FilesOutcome,
+    peer_id: &PeerId,
+    state: &AppState,
+) -> Result<Json<FilesUpdated>> {
+    match outcome {
+        FilesOutcome::Done(file_count) => Ok(Json(FilesUpdated { file_count })),
+        FilesOutcome::NoPeer => Err(Error::no_peer(peer_id)),
+        FilesOutcome::OverCap(n) => Err(Error::Unprocessable(format!(
+            "the change would leave the peer with {n} files; this tracker accepts at most {} per peer",
+            state.config.max_files_per_peer
+        ))),
+    }
 }
 
 fn to_peer(row: PeerRow, files: Option<Vec<FileEntry>>) -> Peer {
@@ -104,13 +98,17 @@ fn to_peer(row: PeerRow, files: Option<Vec<FileEntry>>) -> Peer {
     }
 }
 
-fn random_hex<const N: usize>() -> String {
-    let bytes: [u8; N] = rand::random();
-    let mut s = String::with_capacity(N * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
+fn heartbeat_answer(state: &AppState) -> HeartbeatResponse {
+    HeartbeatResponse {
+        heartbeat_interval_secs: state.config.effective_heartbeat_secs(),
+        ttl_secs: state.config.peer_ttl.as_secs(),
     }
-    s
+}
+
+/// A new secret token: 32 random bytes in hex.
+fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Register a peer and its files.
@@ -126,33 +124,22 @@ fn random_hex<const N: usize>() -> String {
     security((), ("bearer" = [])),
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
-        (status = 400, description = "Malformed JSON or X-Forwarded-For", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "The tracker is private and no registration key was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Wrong registration key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid values (port, names, hashes, sizes, too many files)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        JsonBodyErrors,
+        // After the group: this route's 400 has one more cause.
+        (status = 400, description = "Malformed JSON or X-Forwarded-For"),
+        (status = 401, description = "The tracker is private and no registration key was sent"),
+        (status = 403, description = "Wrong registration key"),
+        (status = 422, description = "Invalid values (port, names, hashes, sizes, too many files)"),
+        DatabaseErrors,
     )
 )]
 async fn register(
     State(state): State<AppState>,
+    _: RegistrationKey,
     ConnectInfo(socket): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>)> {
-    if let Some(key) = state.config.registration_key() {
-        let given = bearer(&headers).map_err(|_| {
-            Error::Unauthorized(
-                "this tracker is private: send the registration key as `Authorization: Bearer <key>`"
-                    .into(),
-            )
-        })?;
-        // Compare digests, so the comparison time says nothing about the key.
-        if blake3::hash(given.as_bytes()) != blake3::hash(key.as_bytes()) {
-            return Err(Error::Forbidden("wrong registration key".into()));
-        }
-    }
     if req.port == 0 {
         return Err(Error::Unprocessable(
             "port must be between 1 and 65535".into(),
@@ -162,33 +149,29 @@ async fn register(
     let ip = crate::addr::client_ip(&state.config, socket, &headers)?;
     let addr = crate::addr::format_addr(ip, req.port);
 
-    let peer_id = random_hex::<8>();
-    let token = random_hex::<32>();
+    let peer_id = PeerId::from_bytes(rand::random());
+    let token = new_token();
     let token_hash = hash_token(&token);
     let token_hex = token_hash.to_hex();
-    let now = crate::now_ms();
-    state
-        .store
-        .insert_peer(
-            &NewPeer {
-                peer_id: &peer_id,
-                token_hash: token_hex.as_str(),
-                addr: &addr,
-                now,
-            },
-            &req.files,
-        )
-        .await?;
+    let now = now_ms();
+    let new = NewPeer {
+        peer_id,
+        token_hash: token_hex.as_str(),
+        addr: &addr,
+        now,
+    };
+    state.store.insert_peer(&new, &req.files).await?;
     state.liveness.remember(&peer_id, token_hash, now);
     tracing::info!(%peer_id, %addr, files = req.files.len(), "peer registered");
+    let answer = heartbeat_answer(&state);
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse {
             peer_id,
             token,
             addr,
-            heartbeat_interval_secs: state.config.effective_heartbeat_secs(),
-            ttl_secs: state.config.peer_ttl.as_secs(),
+            heartbeat_interval_secs: answer.heartbeat_interval_secs,
+            ttl_secs: answer.ttl_secs,
         }),
     ))
 }
@@ -201,8 +184,8 @@ async fn register(
     params(PeersQuery),
     responses(
         (status = 200, description = "A page of online peers (without their files)", body = PeerList),
-        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad limit or cursor"),
+        DatabaseErrors,
     )
 )]
 async fn list_peers(
@@ -210,26 +193,12 @@ async fn list_peers(
     ApiQuery(query): ApiQuery<PeersQuery>,
 ) -> Result<Json<PeerList>> {
     let limit = page_limit(query.limit, &state)?;
-    let after = match query.cursor.as_deref() {
-        None | Some("") => "",
-        Some(c) if is_peer_id(c) => c,
-        Some(c) => {
-            let shown: String = c.chars().take(40).collect();
-            return Err(Error::BadRequest(format!(
-                "cursor {shown:?} is not a cursor from this API; pass `next_cursor` of the previous page"
-            )));
-        }
-    };
-    let mut rows = state
+    let after = cursor::<PeerId>(query.cursor.as_deref())?;
+    let rows = state
         .store
-        .list_peers(crate::online_since(&state.config), after, limit + 1)
+        .list_peers(online_since(state.config.peer_ttl), after, limit + 1)
         .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        rows.last().map(|r| r.peer_id.clone())
-    } else {
-        None
-    };
+    let (rows, next_cursor) = paginate(rows, limit, |r| r.peer_id);
     Ok(Json(PeerList {
         peers: rows.into_iter().map(|r| to_peer(r, None)).collect(),
         next_cursor,
@@ -244,22 +213,22 @@ async fn list_peers(
     params(("peer_id" = String, Path, description = "The peer's id")),
     responses(
         (status = 200, description = "The peer", body = Peer),
-        (status = 404, description = "No such online peer", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such online peer"),
+        DatabaseErrors,
     )
 )]
 async fn get_peer(
     State(state): State<AppState>,
     Path(peer_id): Path<String>,
 ) -> Result<Json<Peer>> {
-    check_peer_id(&peer_id)?;
+    let id = PeerId::parse(&peer_id).map_err(|_| Error::NoPeer(peer_id))?;
     match state
         .store
-        .get_peer(&peer_id, crate::online_since(&state.config))
+        .get_peer(&id, online_since(state.config.peer_ttl))
         .await?
     {
         Some((row, files)) => Ok(Json(to_peer(row, Some(files)))),
-        None => Err(no_peer(&peer_id)),
+        None => Err(Error::no_peer(&id)),
     }
 }
 
@@ -273,23 +242,16 @@ async fn get_peer(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Alive; the intervals to keep", body = HeartbeatResponse),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Wrong token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown (or swept) peer: register again", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        PeerAuthErrors,
+        DatabaseErrors,
     )
 )]
 async fn heartbeat(
     State(state): State<AppState>,
-    Path(peer_id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<HeartbeatResponse>> {
-    authorize(&state, &peer_id, &headers).await?;
+    AuthPeer(peer_id): AuthPeer,
+) -> Json<HeartbeatResponse> {
     state.liveness.beat(&peer_id);
-    Ok(Json(HeartbeatResponse {
-        heartbeat_interval_secs: state.config.effective_heartbeat_secs(),
-        ttl_secs: state.config.peer_ttl.as_secs(),
-    }))
+    Json(heartbeat_answer(&state))
 }
 
 /// Replace a peer's whole file list.
@@ -302,36 +264,20 @@ async fn heartbeat(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Replaced", body = FilesUpdated),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Wrong token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown peer", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid files", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        JsonBodyErrors,
+        PeerAuthErrors,
+        (status = 422, description = "Invalid files"),
+        DatabaseErrors,
     )
 )]
 async fn replace_files(
     State(state): State<AppState>,
-    Path(peer_id): Path<String>,
-    headers: HeaderMap,
+    AuthPeer(peer_id): AuthPeer,
     ApiJson(req): ApiJson<ReplaceFilesRequest>,
 ) -> Result<Json<FilesUpdated>> {
-    authorize(&state, &peer_id, &headers).await?;
     check_files(&req.files, state.config.max_files_per_peer, "files")?;
-    match state.store.replace_files(&peer_id, &req.files).await? {
-        FilesOutcome::Done(file_count) => Ok(Json(FilesUpdated { file_count })),
-        FilesOutcome::NoPeer => Err(no_peer(&peer_id)),
-        FilesOutcome::OverCap(n) => Err(over_cap(n, &state)),
-    }
-}
-
-fn over_cap(n: u64, state: &AppState) -> Error {
-    Error::Unprocessable(format!(
-        "the change would leave the peer with {n} files; this tracker accepts at most {} per peer",
-        state.config.max_files_per_peer
-    ))
+    let outcome = state.store.replace_files(&peer_id, &req.files).await?;
+    files_updated(outcome, &peer_id, &state)
 }
 
 /// Add (or overwrite by name) and remove files.
@@ -344,23 +290,17 @@ fn over_cap(n: u64, state: &AppState) -> Error {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Changed", body = FilesUpdated),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Wrong token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown peer", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid files, a name both added and removed, or over the cap", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        JsonBodyErrors,
+        PeerAuthErrors,
+        (status = 422, description = "Invalid files, a name both added and removed, or over the cap"),
+        DatabaseErrors,
     )
 )]
 async fn patch_files(
     State(state): State<AppState>,
-    Path(peer_id): Path<String>,
-    headers: HeaderMap,
+    AuthPeer(peer_id): AuthPeer,
     ApiJson(req): ApiJson<PatchFilesRequest>,
 ) -> Result<Json<FilesUpdated>> {
-    authorize(&state, &peer_id, &headers).await?;
     let cap = state.config.max_files_per_peer;
     check_files(&req.add, cap, "add")?;
     if req.remove.len() > cap {
@@ -370,24 +310,21 @@ async fn patch_files(
         )));
     }
     let added: HashSet<&str> = req.add.iter().map(|f| f.name.as_str()).collect();
-    for (i, name) in req.remove.iter().enumerate() {
-        validate_name(name).map_err(|e| Error::Unprocessable(format!("remove[{i}]: {e}")))?;
-        if added.contains(name.as_str()) {
-            return Err(Error::Unprocessable(format!(
-                "remove[{i}]: {name:?} is also in add; a name may be in only one of them"
-            )));
-        }
-    }
-    let remove: Vec<&str> = req.remove.iter().map(String::as_str).collect();
-    match state
-        .store
-        .patch_files(&peer_id, &remove, &req.add, cap)
-        .await?
+    if let Some((i, name)) = req
+        .remove
+        .iter()
+        .enumerate()
+        .find(|(_, name)| added.contains(name.as_str()))
     {
-        FilesOutcome::Done(file_count) => Ok(Json(FilesUpdated { file_count })),
-        FilesOutcome::NoPeer => Err(no_peer(&peer_id)),
-        FilesOutcome::OverCap(n) => Err(over_cap(n, &state)),
+        return Err(Error::Unprocessable(format!(
+            "remove[{i}]: {name:?} is also in add; a name may be in only one of them"
+        )));
     }
+    let outcome = state
+        .store
+        .patch_files(&peer_id, &req.remove, &req.add, cap)
+        .await?;
+    files_updated(outcome, &peer_id, &state)
 }
 
 /// Leave: the peer and its files are removed at once.
@@ -399,24 +336,17 @@ async fn patch_files(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Gone"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Wrong token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown peer", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        PeerAuthErrors,
+        DatabaseErrors,
     )
 )]
-async fn leave(
-    State(state): State<AppState>,
-    Path(peer_id): Path<String>,
-    headers: HeaderMap,
-) -> Result<StatusCode> {
-    authorize(&state, &peer_id, &headers).await?;
+async fn leave(State(state): State<AppState>, AuthPeer(peer_id): AuthPeer) -> Result<StatusCode> {
     let existed = state.store.delete_peer(&peer_id).await?;
-    state.liveness.forget(std::iter::once(&peer_id));
+    state.liveness.forget([&peer_id]);
     if existed {
         tracing::info!(%peer_id, "peer left");
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(no_peer(&peer_id))
+        Err(Error::no_peer(&peer_id))
     }
 }

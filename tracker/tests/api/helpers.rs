@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use reqwest::{Method, StatusCode};
-use sbcftp_tracker::api::{FileEntry, Problem, RegisterRequest, RegisterResponse};
+use sbcftp_api::{ContentHash, FileEntry, FileName, Problem, RegisterRequest, RegisterResponse};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::oneshot;
@@ -300,9 +300,9 @@ where
 /// A file entry whose hash is derived from `seed`.
 pub fn file(name: &str, seed: &str) -> FileEntry {
     FileEntry {
-        name: name.into(),
+        name: FileName::new(name).unwrap(),
         size: seed.len() as u64,
-        hash: blake3::hash(seed.as_bytes()).to_hex().to_string(),
+        hash: ContentHash::from_bytes(*blake3::hash(seed.as_bytes()).as_bytes()),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The whole life of a peer through the API, and the cases that must work.
 
 use reqwest::{Method, StatusCode};
-use sbcftp_tracker::api::{Content, ContentList, FilesUpdated, HeartbeatResponse, Peer, PeerList};
+use sbcftp_api::{Content, ContentList, FilesUpdated, HeartbeatResponse, Peer, PeerList};
 use serde_json::json;
 
 use crate::helpers::{Backend, client_from, file, spawn_app};
@@ -19,7 +19,7 @@ async fn full_lifecycle(backend: Backend) {
         .register_with(&from2, 44444, vec![a.clone(), b.clone()])
         .await;
     assert_eq!(peer.addr, "127.0.0.2:44444");
-    assert_eq!(peer.peer_id.len(), 16);
+    assert_eq!(peer.peer_id.to_string().len(), 16);
     assert_eq!(peer.token.len(), 64);
     assert_eq!((peer.heartbeat_interval_secs, peer.ttl_secs), (15, 45));
 
@@ -154,10 +154,7 @@ async fn full_lifecycle(backend: Backend) {
     names.sort();
     assert_eq!(
         names,
-        vec![
-            ("song.mp3".into(), a2.hash.clone()),
-            ("video.mkv".into(), c.hash.clone())
-        ]
+        vec![(a2.name.clone(), a2.hash), (c.name.clone(), c.hash)]
     );
     assert_eq!(shown.file_count, 2);
     let r = app
@@ -190,9 +187,9 @@ async fn full_lifecycle(backend: Backend) {
         .json()
         .await
         .unwrap();
-    let mut hashes: Vec<_> = all.files.iter().map(|c| c.hash.clone()).collect();
+    let mut hashes: Vec<_> = all.files.iter().map(|c| c.hash).collect();
     hashes.sort();
-    let mut want = vec![a.hash.clone(), b.hash.clone()];
+    let mut want = vec![a.hash, b.hash];
     want.sort();
     assert_eq!(hashes, want, "the other peer's song and this peer's notes");
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use sbcftp_api::PeerId;
 
 use crate::helpers::{Backend, TestApp, eventually, file, spawn_app, spawn_on};
 
@@ -12,7 +13,7 @@ crate::backend_tests!(
     heartbeats_are_flushed_at_shutdown
 );
 
-async fn peer_status(app: &TestApp, id: &str) -> StatusCode {
+async fn peer_status(app: &TestApp, id: &PeerId) -> StatusCode {
     app.client
         .get(app.url(&format!("/api/v1/peers/{id}")))
         .send()

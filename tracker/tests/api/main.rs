@@ -11,3 +11,4 @@ mod liveness;
 mod operations;
 mod pagination;
 mod security;
+mod store;

@@ -2,13 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sbcftp_tracker::api::{ContentList, PeerList};
+use sbcftp_api::{ContentHash, ContentList, PeerId, PeerList};
 
 use crate::helpers::{Backend, TestApp, file, spawn_app};
 
 crate::backend_tests!(walk_every_page, search_by_name);
 
-async fn walk_files(app: &TestApp, query: &str, limit: u32) -> Vec<sbcftp_tracker::api::Content> {
+async fn walk_files(app: &TestApp, query: &str, limit: u32) -> Vec<sbcftp_api::Content> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..1000 {
@@ -45,7 +45,7 @@ async fn walk_every_page(backend: Backend) {
         return;
     };
     // 3 peers, 25 distinct contents, some held by several peers.
-    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut expected: BTreeMap<ContentHash, BTreeSet<PeerId>> = BTreeMap::new();
     let mut peers = Vec::new();
     for p in 0..3 {
         let files: Vec<_> = (0..12)
@@ -53,22 +53,19 @@ async fn walk_every_page(backend: Backend) {
             .collect();
         let reg = app.register(1000 + p, files.clone()).await;
         for f in &files {
-            expected
-                .entry(f.hash.clone())
-                .or_default()
-                .insert(reg.peer_id.clone());
+            expected.entry(f.hash).or_default().insert(reg.peer_id);
         }
         peers.push(reg.peer_id);
     }
     assert_eq!(expected.len(), 24);
     for limit in [1, 7, 10] {
         let all = walk_files(&app, "", limit).await;
-        let hashes: Vec<_> = all.iter().map(|c| c.hash.clone()).collect();
+        let hashes: Vec<_> = all.iter().map(|c| c.hash).collect();
         let mut sorted = hashes.clone();
         sorted.sort();
         sorted.dedup();
         assert_eq!(hashes, sorted, "pages are in hash order without duplicates");
-        let got: BTreeMap<String, BTreeSet<String>> = all
+        let got: BTreeMap<ContentHash, BTreeSet<PeerId>> = all
             .into_iter()
             .map(|c| (c.hash, c.peers.into_iter().map(|p| p.peer_id).collect()))
             .collect();
@@ -134,7 +131,11 @@ async fn search_by_name(backend: Backend) {
         let app = &app;
         async move {
             let all = walk_files(app, &format!("&q={q}"), 100).await;
-            let mut v: Vec<String> = all.into_iter().flat_map(|c| c.names).collect();
+            let mut v: Vec<String> = all
+                .into_iter()
+                .flat_map(|c| c.names)
+                .map(String::from)
+                .collect();
             v.sort();
             v
         }

@@ -1,7 +1,7 @@
 //! Tokens, the registration key, and the address a peer is recorded under.
 
 use reqwest::{Method, StatusCode};
-use sbcftp_tracker::api::RegisterRequest;
+use sbcftp_api::RegisterRequest;
 use serde_json::json;
 
 use crate::helpers::{Backend, client_from, expect_problem, file, spawn_app};
@@ -125,10 +125,7 @@ async fn forwarded_for(backend: Backend) {
     };
     let addr = |r: reqwest::Response| async move {
         assert_eq!(r.status(), StatusCode::CREATED);
-        r.json::<sbcftp_tracker::api::RegisterResponse>()
-            .await
-            .unwrap()
-            .addr
+        r.json::<sbcftp_api::RegisterResponse>().await.unwrap().addr
     };
     // Untrusted client: the header is ignored.
     assert_eq!(

@@ -2,7 +2,7 @@
 //! hash cache that makes a restart re-hash nothing unchanged.
 //!
 //! Only regular files directly in the folder are shared, under their file name
-//! (one path component, checked with [`sbcftp_tracker::api::validate_name`]).
+//! (one path component: a [`FileName`]).
 //! Subfolders, special files (FIFOs, sockets, devices), names that are not
 //! UTF-8, and symlinks that lead outside the folder or to anything but a
 //! regular file are skipped with a log line. A symlink to a regular file inside
@@ -10,120 +10,48 @@
 //!
 //! Scanning is blocking work (call it from `spawn_blocking`): it stats every
 //! entry, reuses the hash of any file whose size, mtime and inode match the
-//! previous scan or the on-disk cache (`<cache dir>/hashes.json`, written
-//! atomically), and hashes the rest in parallel with [`crate::outline::hash_file`],
-//! showing a progress bar on a terminal when there is much to hash.
+//! previous scan or the on-disk cache (`cache.rs`: `<cache dir>/hashes.json`,
+//! written atomically), and hashes the rest in parallel with
+//! [`hash_file`](crate::transfer::outline::hash_file), showing a progress bar
+//! on a terminal when there is much to hash.
 //!
 //! The server looks contents up by hash only ([`ShareIndex::by_hash`]); a
 //! path never comes from the wire. Before serving it re-checks that the file
 //! still has the size, mtime and inode it was hashed with ([`SharedFile::open_checked`]).
 
+mod cache;
+mod file;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rayon::prelude::*;
-use sbcftp_tracker::api::{FileEntry, validate_name};
-use serde::{Deserialize, Serialize};
+use sbcftp_api::{ContentHash, FileEntry, FileName};
 use tracing::{debug, info, warn};
 
-use crate::outline::{self, Cv};
-
-/// Suffix of a download in progress; such files are never shared.
-pub const PART_SUFFIX: &str = ".sbcftp-part";
-
-/// Name of the cache file inside the cache directory.
-const CACHE_FILE: &str = "hashes.json";
+pub use self::file::{SharedFile, Stamp};
+use crate::transfer::outline;
+use crate::transfer::part::PART_SUFFIX;
 
 /// Show a hashing progress bar when at least this many bytes must be hashed.
 const PROGRESS_THRESHOLD: u64 = 256 << 20;
 
-/// What identifies a file's version on disk: if any of these change, it is re-hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, seconds since the epoch.
-    pub mtime: i64,
-    /// Nanoseconds part of the modification time.
-    pub mtime_nsec: i64,
-    /// Device number.
-    pub dev: u64,
-    /// Inode number.
-    pub ino: u64,
-}
-
-impl Stamp {
-    /// The stamp of a file's metadata.
-    pub fn of(m: &std::fs::Metadata) -> Self {
-        Stamp {
-            size: m.len(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-            dev: m.dev(),
-            ino: m.ino(),
-        }
-    }
-}
-
-/// One shared file.
-#[derive(Debug)]
-pub struct SharedFile {
-    /// Its name in the share folder.
-    pub name: String,
-    /// The path opened to serve it (a symlink's target, resolved at scan time).
-    pub path: PathBuf,
-    /// Size, mtime and inode it was hashed with.
-    pub stamp: Stamp,
-    /// BLAKE3 hash of its bytes.
-    pub hash: Cv,
-    /// Its outline (block chaining values).
-    pub cvs: Vec<Cv>,
-}
-
-impl SharedFile {
-    /// The tracker's view of this file.
-    pub fn entry(&self) -> FileEntry {
-        FileEntry {
-            name: self.name.clone(),
-            size: self.stamp.size,
-            hash: outline::to_hex(&self.hash),
-        }
-    }
-
-    /// Opens the file for serving and checks it is still the version that was
-    /// hashed. `Ok(None)` when it changed or vanished (the caller answers
-    /// UNAVAILABLE and asks for a rescan).
-    pub fn open_checked(&self) -> io::Result<Option<File>> {
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let m = file.metadata()?;
-        if !m.is_file() || Stamp::of(&m) != self.stamp {
-            return Ok(None);
-        }
-        Ok(Some(file))
-    }
-}
-
 /// A snapshot of the shared files.
 #[derive(Debug, Default)]
 pub struct ShareIndex {
-    by_name: BTreeMap<String, Arc<SharedFile>>,
-    by_hash: HashMap<Cv, Arc<SharedFile>>,
+    by_name: BTreeMap<FileName, Arc<SharedFile>>,
+    by_hash: HashMap<ContentHash, Arc<SharedFile>>,
     skipped: BTreeSet<String>,
     hashed: usize,
 }
 
 impl ShareIndex {
     /// The file with this content, if shared.
-    pub fn by_hash(&self, hash: &Cv) -> Option<&Arc<SharedFile>> {
+    pub fn by_hash(&self, hash: &ContentHash) -> Option<&Arc<SharedFile>> {
         self.by_hash.get(hash)
     }
 
@@ -160,7 +88,7 @@ impl ShareIndex {
 
     /// What changed from `old` to `self`: entries to add (new or changed) and
     /// names to remove.
-    pub fn diff(&self, old: &ShareIndex) -> (Vec<FileEntry>, Vec<String>) {
+    pub fn diff(&self, old: &ShareIndex) -> (Vec<FileEntry>, Vec<FileName>) {
         let add = self
             .by_name
             .iter()
@@ -189,27 +117,9 @@ pub struct Share {
     index: RwLock<Arc<ShareIndex>>,
 }
 
-/// On-disk cache format.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct CacheFile {
-    version: u32,
-    entries: Vec<CacheEntry>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct CacheEntry {
-    name: String,
-    stamp: Stamp,
-    hash: String,
-    /// The outline, concatenated hex CVs.
-    cvs: String,
-}
-
-const CACHE_VERSION: u32 = 1;
-
 /// A file that needs hashing.
 struct Candidate {
-    name: String,
+    name: FileName,
     path: PathBuf,
     stamp: Stamp,
 }
@@ -253,7 +163,7 @@ impl Share {
         let old = self.index();
         let first = old.is_empty() && old.skipped.is_empty();
         let cache = if first {
-            self.load_cache()
+            cache::load(&self.cache_dir)
         } else {
             HashMap::new()
         };
@@ -275,7 +185,7 @@ impl Share {
                 continue;
             }
             match self.classify(&name, &path) {
-                Ok((real, stamp)) => {
+                Ok((name, real, stamp)) => {
                     if let Some(f) = old
                         .by_name
                         .get(&name)
@@ -288,7 +198,7 @@ impl Share {
                             path: real,
                             stamp,
                             hash: f.hash,
-                            cvs: f.cvs.clone(),
+                            outline: f.outline.clone(),
                         }));
                     } else {
                         cache_dirty = true;
@@ -324,7 +234,7 @@ impl Share {
             }
         }
         if (cache_dirty || index.by_name.len() != old.by_name.len() || first)
-            && let Err(e) = self.save_cache(&index)
+            && let Err(e) = cache::save(&self.cache_dir, &index)
         {
             warn!(cache = %self.cache_dir.display(), "could not write the hash cache: {e}");
         }
@@ -336,8 +246,9 @@ impl Share {
         Ok((index, old))
     }
 
-    /// Decides whether `path` is shared: the path to open and its stamp, or why not.
-    fn classify(&self, name: &str, path: &Path) -> Result<(PathBuf, Stamp), String> {
+    /// Decides whether `path` is shared under `name`: the name, the path to
+    /// open and its stamp, or why not.
+    fn classify(&self, name: &str, path: &Path) -> Result<(FileName, PathBuf, Stamp), String> {
         let lmeta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
         let ft = lmeta.file_type();
         let (real, meta) = if ft.is_symlink() {
@@ -362,14 +273,14 @@ impl Share {
         } else {
             return Err("not a regular file".into());
         };
-        validate_name(name).map_err(|e| e.to_string())?;
-        if meta.len() > sbcftp_tracker::api::MAX_FILE_SIZE {
+        let name = FileName::new(name).map_err(|e| e.to_string())?;
+        if meta.len() > sbcftp_api::MAX_FILE_SIZE {
             return Err(format!(
                 "{} bytes is larger than the tracker accepts",
                 meta.len()
             ));
         }
-        Ok((real, Stamp::of(&meta)))
+        Ok((name, real, Stamp::of(&meta)))
     }
 
     /// Hashes the candidates in parallel; unreadable files are skipped.
@@ -403,7 +314,7 @@ impl Share {
                         b.inc(n);
                     }
                 };
-                let (hash, cvs) = outline::hash_file(&file, c.stamp.size, &progress)
+                let (hash, outline) = outline::hash_file(&file, c.stamp.size, &progress)
                     .map_err(|e| format!("{:?}: cannot hash: {e}", c.name))?;
                 // The file may have changed while it was hashed; then the
                 // next scan hashes it again.
@@ -416,13 +327,13 @@ impl Share {
                         c.name
                     ));
                 }
-                debug!(name = %c.name, hash = %outline::to_hex(&hash), "hashed");
+                debug!(name = %c.name, hash = %hash, "hashed");
                 Ok(SharedFile {
                     name: c.name,
                     path: c.path,
                     stamp: c.stamp,
                     hash,
-                    cvs,
+                    outline,
                 })
             })
             .collect();
@@ -447,81 +358,6 @@ impl Share {
             }
         }
         out
-    }
-
-    fn cache_path(&self) -> PathBuf {
-        self.cache_dir.join(CACHE_FILE)
-    }
-
-    fn load_cache(&self) -> HashMap<String, SharedFile> {
-        let path = self.cache_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return HashMap::new(),
-            Err(e) => {
-                warn!(cache = %path.display(), "could not read the hash cache, re-hashing: {e}");
-                return HashMap::new();
-            }
-        };
-        let parsed: CacheFile = match serde_json::from_slice(&bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(cache = %path.display(), "hash cache is unreadable, re-hashing: {e}");
-                return HashMap::new();
-            }
-        };
-        if parsed.version != CACHE_VERSION {
-            return HashMap::new();
-        }
-        let mut out = HashMap::new();
-        for e in parsed.entries {
-            let Some(hash) = outline::from_hex(&e.hash) else {
-                continue;
-            };
-            let cvs: Option<Vec<Cv>> = (0..e.cvs.len() / 64)
-                .map(|i| e.cvs.get(i * 64..i * 64 + 64).and_then(outline::from_hex))
-                .collect();
-            // A cache entry is trusted only if its outline merges to its hash.
-            let Some(cvs) = cvs.filter(|c| {
-                e.cvs.len() % 64 == 0 && outline::outline_matches(e.stamp.size, c, &hash)
-            }) else {
-                continue;
-            };
-            out.insert(
-                e.name.clone(),
-                SharedFile {
-                    name: e.name,
-                    path: PathBuf::new(),
-                    stamp: e.stamp,
-                    hash,
-                    cvs,
-                },
-            );
-        }
-        debug!(entries = out.len(), "loaded the hash cache");
-        out
-    }
-
-    fn save_cache(&self, index: &ShareIndex) -> io::Result<()> {
-        std::fs::create_dir_all(&self.cache_dir)?;
-        let file = CacheFile {
-            version: CACHE_VERSION,
-            entries: index
-                .files()
-                .map(|f| CacheEntry {
-                    name: f.name.clone(),
-                    stamp: f.stamp,
-                    hash: outline::to_hex(&f.hash),
-                    cvs: f.cvs.iter().map(outline::to_hex).collect(),
-                })
-                .collect(),
-        };
-        let bytes = serde_json::to_vec(&file).map_err(io::Error::other)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.cache_dir)?;
-        tmp.write_all(&bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(self.cache_path()).map_err(|e| e.error)?;
-        Ok(())
     }
 }
 
@@ -554,9 +390,11 @@ mod tests {
         let names: Vec<&str> = idx.files().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["a.txt", "big.bin", "link-inside"]);
         assert_eq!(idx.hashed(), 3);
-        let f = idx.by_hash(blake3::hash(&big).as_bytes()).unwrap();
+        let f = idx
+            .by_hash(&ContentHash::from_bytes(*blake3::hash(&big).as_bytes()))
+            .unwrap();
         assert_eq!(f.name, "big.bin");
-        assert_eq!(f.cvs.len(), 4);
+        assert_eq!(f.outline.block_count(), 4);
         let skipped: Vec<&String> = idx.skipped().collect();
         assert!(
             skipped.iter().any(|s| s.contains("\"sub\": subfolders")),
@@ -601,7 +439,10 @@ mod tests {
         let (add, remove) = idx4.diff(&old);
         assert_eq!(add.len(), 1);
         assert_eq!(add[0].name, "a.txt");
-        assert_eq!(add[0].hash, blake3::hash(b"changed").to_hex().as_str());
+        assert_eq!(
+            add[0].hash.to_string(),
+            blake3::hash(b"changed").to_hex().as_str()
+        );
         assert_eq!(remove, ["link-inside"]);
 
         // The served file is re-checked: a file changed behind the index's back is refused.
@@ -609,24 +450,5 @@ mod tests {
         assert!(f.open_checked().unwrap().is_none());
         let f = idx4.files().find(|f| f.name == "a.txt").unwrap();
         assert!(f.open_checked().unwrap().is_some());
-    }
-
-    #[test]
-    fn a_corrupt_cache_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f"), b"data").unwrap();
-        let cache = dir.path().join("cache");
-        std::fs::create_dir(&cache).unwrap();
-        std::fs::write(cache.join(CACHE_FILE), b"{not json").unwrap();
-        let s = Share::new(dir.path(), Some(&cache)).unwrap();
-        let (idx, _) = s.scan().unwrap();
-        assert_eq!(idx.hashed(), 1);
-        assert_eq!(
-            idx.entries()[0].hash,
-            blake3::hash(b"data").to_hex().as_str()
-        );
-        // The rewritten cache is used next time.
-        let s = Share::new(dir.path(), Some(&cache)).unwrap();
-        assert_eq!(s.scan().unwrap().0.hashed(), 0);
     }
 }

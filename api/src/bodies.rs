@@ -1,28 +1,12 @@
-//! The REST API's request and response bodies, shared by the tracker and the peer.
+//! The request and response bodies of `/api/v1`, one struct per JSON shape.
 //!
-//! This module is the single definition of every JSON shape in `/api/v1`: the
-//! tracker serialises and validates with it, the peer (which depends on this
-//! crate with `default-features = false`) deserialises with it. It needs only
-//! `serde`; the OpenAPI schema derives are switched on by the `openapi` feature.
-//!
-//! Validation lives here too ([`validate_name`], [`validate_hash`]), so a peer
-//! can tell before registering which files of its share folder the tracker would
-//! refuse.
+//! Requests refuse unknown fields, so a misspelt field is an error rather
+//! than silently ignored. Names, hashes and peer ids are the parsed types of
+//! this crate, so a body that deserialises holds only valid ones.
 
 use serde::{Deserialize, Serialize};
 
-/// The API's path prefix.
-pub const API_PREFIX: &str = "/api/v1";
-
-/// Longest file name, in bytes, that the tracker accepts.
-pub const MAX_NAME_LEN: usize = 255;
-
-/// Largest file size the tracker accepts (2^53 - 1, so JSON numbers stay exact
-/// in every client, including JavaScript and `jq`).
-pub const MAX_FILE_SIZE: u64 = (1 << 53) - 1;
-
-/// Length of a content hash in hex digits (BLAKE3, 32 bytes).
-pub const HASH_HEX_LEN: usize = 64;
+use crate::{ContentHash, FileName, InvalidField, MAX_FILE_SIZE, PeerId};
 
 /// One file a peer shares: its name in the share folder, its size in bytes and
 /// the lowercase hex BLAKE3 hash of its bytes.
@@ -32,17 +16,33 @@ pub const HASH_HEX_LEN: usize = 64;
 pub struct FileEntry {
     /// File name: one path component, 1 to 255 bytes, no `/`, `\`, NUL or
     /// control characters, not `.` or `..`.
-    #[cfg_attr(feature = "openapi", schema(example = "holiday.mp4"))]
-    pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "holiday.mp4"))]
+    pub name: FileName,
     /// Size in bytes.
     #[cfg_attr(feature = "openapi", schema(example = 1048576))]
     pub size: u64,
     /// Lowercase hex BLAKE3 of the file's bytes (64 digits).
     #[cfg_attr(
         feature = "openapi",
-        schema(example = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262")
+        schema(
+            value_type = String,
+            example = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        )
     )]
-    pub hash: String,
+    pub hash: ContentHash,
+}
+
+impl FileEntry {
+    /// Checks what the types cannot: the size is at most [`MAX_FILE_SIZE`].
+    pub fn check_size(&self) -> Result<(), InvalidField> {
+        if self.size > MAX_FILE_SIZE {
+            return Err(InvalidField(format!(
+                "file {:?} has size {}; the limit is {MAX_FILE_SIZE}",
+                self.name, self.size
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `POST /api/v1/peers`: register a peer and its file list.
@@ -66,7 +66,8 @@ pub struct RegisterRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     /// The peer's identifier, used in every later path.
-    pub peer_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub peer_id: PeerId,
     /// Secret bearer token; only its holder can heartbeat, change files or leave.
     /// It is shown once and stored hashed.
     pub token: String,
@@ -93,7 +94,6 @@ pub struct HeartbeatResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceFilesRequest {
-    /// The new file list.
     pub files: Vec<FileEntry>,
 }
 
@@ -108,7 +108,8 @@ pub struct PatchFilesRequest {
     pub add: Vec<FileEntry>,
     /// Names of files to remove; unknown names are ignored.
     #[serde(default)]
-    pub remove: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub remove: Vec<FileName>,
 }
 
 /// Answer to `PUT`/`PATCH` of a file list: how many files the peer now shares.
@@ -123,15 +124,14 @@ pub struct FilesUpdated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Peer {
-    /// The peer's identifier.
-    pub peer_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub peer_id: PeerId,
     /// Where the peer serves files, `ip:port` (`[v6]:port`).
     pub addr: String,
     /// When the peer registered, RFC 3339 UTC.
     pub registered_at: String,
     /// When the tracker last heard from the peer, RFC 3339 UTC.
     pub last_seen: String,
-    /// Number of files the peer shares.
     pub file_count: u64,
     /// The peer's files (only in `GET /api/v1/peers/{peer_id}`; omitted in lists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,7 +142,6 @@ pub struct Peer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerList {
-    /// The peers on this page.
     pub peers: Vec<Peer>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
@@ -152,8 +151,8 @@ pub struct PeerList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerRef {
-    /// The peer's identifier.
-    pub peer_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub peer_id: PeerId,
     /// Where to download from, `ip:port` (`[v6]:port`).
     pub addr: String,
 }
@@ -163,11 +162,13 @@ pub struct PeerRef {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Content {
     /// Lowercase hex BLAKE3 of the content.
-    pub hash: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub hash: ContentHash,
     /// Size in bytes.
     pub size: u64,
     /// The distinct names peers share it under, sorted.
-    pub names: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub names: Vec<FileName>,
     /// The online peers that hold it.
     pub peers: Vec<PeerRef>,
 }
@@ -199,95 +200,27 @@ pub struct Problem {
     pub detail: Option<String>,
 }
 
-/// Why a name or hash is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidField(pub String);
-
-impl std::fmt::Display for InvalidField {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InvalidField {}
-
-/// Checks a shared file name: one path component, 1 to [`MAX_NAME_LEN`] bytes,
-/// no `/`, `\`, NUL or other control characters, not `.` or `..`.
-pub fn validate_name(name: &str) -> Result<(), InvalidField> {
-    if name.is_empty() {
-        return Err(InvalidField("file name is empty".into()));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(InvalidField(format!(
-            "file name is {} bytes long; the limit is {MAX_NAME_LEN}",
-            name.len()
-        )));
-    }
-    if name == "." || name == ".." {
-        return Err(InvalidField(format!("file name {name:?} is not allowed")));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| *c == '/' || *c == '\\' || c.is_control())
-    {
-        return Err(InvalidField(format!(
-            "file name {name:?} contains {c:?}; a name is one path component without \
-             slashes, backslashes or control characters"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks a content hash: exactly 64 lowercase hex digits.
-pub fn validate_hash(hash: &str) -> Result<(), InvalidField> {
-    if hash.len() != HASH_HEX_LEN
-        || !hash
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        let shown: String = hash.chars().take(80).collect();
-        return Err(InvalidField(format!(
-            "hash {shown:?} is not a BLAKE3 hash: expected {HASH_HEX_LEN} lowercase hex digits"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks one file entry (name, size and hash).
-pub fn validate_file(file: &FileEntry) -> Result<(), InvalidField> {
-    validate_name(&file.name)?;
-    validate_hash(&file.hash)?;
-    if file.size > MAX_FILE_SIZE {
-        return Err(InvalidField(format!(
-            "file {:?} has size {}; the limit is {MAX_FILE_SIZE}",
-            file.name, file.size
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names() {
-        assert!(validate_name("a.txt").is_ok());
-        assert!(validate_name("ünïcødé file (1).mp4").is_ok());
-        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b", "a\nb", "\u{7f}"] {
-            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
-        }
-        assert!(validate_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
-        assert!(validate_name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
-    }
-
-    #[test]
-    fn hashes() {
-        let good = "a".repeat(64);
-        assert!(validate_hash(&good).is_ok());
-        assert!(validate_hash(&"A".repeat(64)).is_err());
-        assert!(validate_hash(&"a".repeat(63)).is_err());
-        assert!(validate_hash(&"g".repeat(64)).is_err());
-        assert!(validate_hash("").is_err());
+    fn a_bad_file_entry_fails_to_deserialise_with_the_reason() {
+        let hash = "ab".repeat(32);
+        let ok = format!(r#"{{"name": "a.txt", "size": 3, "hash": "{hash}"}}"#);
+        let f: FileEntry = serde_json::from_str(&ok).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.name, "a.txt");
+        assert!(f.check_size().is_ok());
+        let bad = format!(r#"{{"name": "..", "size": 3, "hash": "{hash}"}}"#);
+        let err = serde_json::from_str::<FileEntry>(&bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("file name \"..\" is not allowed"), "{err}");
+        let huge = FileEntry {
+            size: MAX_FILE_SIZE + 1,
+            ..f
+        };
+        assert!(huge.check_size().is_err());
     }
 }

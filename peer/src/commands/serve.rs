@@ -1,5 +1,7 @@
-//! `sbcftp-peer serve`: hash the share folder, start the server, and keep the
-//! tracker informed until shutdown.
+//! The `sbcftp-peer serve` command: hash the share folder, start the TCP
+//! server ([`crate::transfer::server`], which answers other peers), and keep
+//! the tracker informed until shutdown. This module is the orchestration;
+//! it moves no file bytes itself.
 //!
 //! The tracker side is one loop: register (retrying transient failures with
 //! exponential backoff), heartbeat at the interval the tracker returns, and
@@ -16,15 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sbcftp_tracker::api::PatchFilesRequest;
+use sbcftp_api::PatchFilesRequest;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::cli::ServeArgs;
-use crate::server::{self, ServerConfig};
 use crate::share::{Share, ShareIndex};
 use crate::tracker_client::{Registration, TrackerClient, TrackerError};
+use crate::transfer::server::{self, ServerConfig};
 
 /// Longest wait between retries when the tracker is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

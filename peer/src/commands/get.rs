@@ -1,25 +1,24 @@
-//! The client commands: `files`, `peers`, `get` and `browse`.
+//! `get` and `browse`: find a content through the tracker and download it.
 //!
-//! They print their results to stdout (tables, or JSON with `--json`) and
-//! everything else (progress, warnings about sources) to stderr. `get` and
-//! `browse` share one download path ([`download_content`]), which runs the
-//! blocking downloader on the blocking pool and turns Ctrl-C into a clean stop
-//! that keeps the verified part.
+//! Both share one download path (`download_content`), which runs the
+//! blocking downloader on the blocking pool, shows a progress bar, turns
+//! Ctrl-C into a clean stop that keeps the verified part, and asks the
+//! tracker once more for sources when every source failed.
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use indicatif::ProgressBar;
-use sbcftp_tracker::api::{Content, ContentList, validate_hash, validate_name};
+use sbcftp_api::{Content, ContentHash, FileName};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BrowseArgs, DownloadArgs, FilesArgs, GetArgs, PeersArgs};
-use crate::download::{self, DownloadError, Job, Observer, Outcome, Source};
-use crate::outline;
+use crate::cli::{BrowseArgs, DownloadArgs, GetArgs};
 use crate::tracker_client::{TrackerClient, TrackerError};
+use crate::transfer::download::{self, Job, Observer, Outcome, Source};
+use crate::transfer::error::DownloadError;
 use crate::ui;
 
 /// `println!` that returns the error instead of panicking (a closed pipe
@@ -39,51 +38,6 @@ macro_rules! out {
     }};
 }
 
-/// `files [QUERY] [--json]`.
-pub async fn files(client: &TrackerClient, args: FilesArgs) -> anyhow::Result<()> {
-    let files = client.all_files(args.query.as_deref(), args.limit).await?;
-    let mut out = io::stdout().lock();
-    if args.json {
-        let list = ContentList {
-            files,
-            next_cursor: None,
-        };
-        serde_json::to_writer_pretty(&mut out, &list)?;
-        writeln!(out)?;
-    } else if files.is_empty() {
-        writeln!(
-            out,
-            "no files{}",
-            match &args.query {
-                Some(q) => format!(" matching {}", ui::safe(q)),
-                None => String::new(),
-            }
-        )?;
-    } else {
-        let (header, rows) = ui::content_rows(&files, false);
-        ui::write_table(&mut out, &header, &rows)?;
-    }
-    out.flush()?;
-    Ok(())
-}
-
-/// `peers [--json]`.
-pub async fn peers(client: &TrackerClient, args: PeersArgs) -> anyhow::Result<()> {
-    let list = client.all_peers(args.limit).await?;
-    let mut out = io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &list)?;
-        writeln!(out)?;
-    } else if list.peers.is_empty() {
-        writeln!(out, "no peers online")?;
-    } else {
-        let (header, rows) = ui::peer_rows(&list.peers);
-        ui::write_table(&mut out, &header, &rows)?;
-    }
-    out.flush()?;
-    Ok(())
-}
-
 /// `get <HASH|NAME>`.
 pub async fn get(
     client: &TrackerClient,
@@ -91,32 +45,39 @@ pub async fn get(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let lowered = args.what.to_ascii_lowercase();
-    let (content, name) = if validate_hash(&lowered).is_ok() {
-        let content = match client.content(&lowered).await {
+    let (content, name) = if let Ok(hash) = ContentHash::parse(&lowered) {
+        let content = match client.content(&hash).await {
             Ok(c) => c,
             Err(TrackerError::NotFound(_)) => bail!("no online peer shares {lowered}"),
             Err(e) => return Err(e.into()),
         };
-        let name = args
-            .name
-            .clone()
-            .or_else(|| {
-                content
-                    .names
-                    .iter()
-                    .find(|n| validate_name(n).is_ok())
-                    .cloned()
-            })
-            .unwrap_or_else(|| lowered.clone());
+        let name = default_name(&content)?;
         (content, name)
     } else {
         let content = find_by_name(client, &args.what).await?;
-        (
-            content,
-            args.name.clone().unwrap_or_else(|| args.what.clone()),
-        )
+        let name = content
+            .names
+            .iter()
+            .find(|n| **n == args.what)
+            .cloned()
+            .context("the tracker's answer does not have the name asked for")?;
+        (content, name)
+    };
+    let name = match args.name {
+        Some(n) => FileName::new(n.as_str())
+            .map_err(|e| anyhow!("cannot save under the name {n:?}: {e}"))?,
+        None => name,
     };
     download_content(client, content, name, &args.download, cancel).await
+}
+
+/// The name a content is saved under when the user names none: its first
+/// name, or its hash when it has none.
+fn default_name(content: &Content) -> anyhow::Result<FileName> {
+    match content.names.first() {
+        Some(name) => Ok(name.clone()),
+        None => Ok(FileName::new(content.hash.to_string())?),
+    }
 }
 
 /// The one content that has exactly this name.
@@ -189,12 +150,7 @@ pub async fn browse(
             _ => outln!("please enter a number from 1 to {}", files.len()),
         }
     };
-    let name = content
-        .names
-        .iter()
-        .find(|n| validate_name(n).is_ok())
-        .cloned()
-        .unwrap_or_else(|| content.hash.clone());
+    let name = default_name(&content)?;
     out!(
         "Download {} ({}) from {} peer(s)? [Y/n] ",
         ui::safe(&name),
@@ -240,11 +196,11 @@ impl Observer for BarObserver {
 async fn download_content(
     client: &TrackerClient,
     content: Content,
-    name: String,
+    name: FileName,
     args: &DownloadArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    if content.size > sbcftp_tracker::api::MAX_FILE_SIZE {
+    if content.size > sbcftp_api::MAX_FILE_SIZE {
         bail!(
             "the tracker announced an impossible size ({} bytes)",
             content.size
@@ -253,10 +209,8 @@ async fn download_content(
     if content.peers.is_empty() {
         bail!("no online peer shares {} right now", content.hash);
     }
-    let hash = outline::from_hex(&content.hash)
-        .with_context(|| format!("the tracker sent a bad hash {:?}", ui::safe(&content.hash)))?;
     let job = Arc::new(Job {
-        hash,
+        hash: content.hash,
         size: content.size,
         name,
         out_dir: args.out.clone(),
@@ -281,33 +235,21 @@ async fn download_content(
     let mut sources: Vec<Source> = to_sources(&content);
     let mut result;
     let mut round = 0;
+    // `sources` is never empty here: the content has peers, and a second
+    // round starts only with new ones.
     loop {
         round += 1;
-        if sources.is_empty() {
-            result = Err(DownloadError::NoSourceLeft {
-                tried: tried.len(),
-                verified: 0,
-                size: content.size,
-                part: args
-                    .out
-                    .join(download::part_name(&job.name, &hash))
-                    .display()
-                    .to_string(),
-            });
-        } else {
-            tried.extend(sources.iter().map(|s| s.addr.clone()));
-            let (job2, stop2, obs2, srcs) = (
-                Arc::clone(&job),
-                Arc::clone(&stop),
-                Arc::clone(&obs),
-                sources.clone(),
-            );
-            result = tokio::task::spawn_blocking(move || {
-                download::download(&job2, &srcs, &stop2, &*obs2)
-            })
-            .await
-            .context("download task failed")?;
-        }
+        tried.extend(sources.iter().map(|s| s.addr.clone()));
+        let (job2, stop2, obs2, srcs) = (
+            Arc::clone(&job),
+            Arc::clone(&stop),
+            Arc::clone(&obs),
+            sources.clone(),
+        );
+        result =
+            tokio::task::spawn_blocking(move || download::download(&job2, &srcs, &stop2, &*obs2))
+                .await
+                .context("download task failed")?;
         // Every source failed: ask the tracker once more for sources not tried yet.
         if round >= 2
             || !matches!(result, Err(DownloadError::NoSourceLeft { .. }))
@@ -366,7 +308,7 @@ fn to_sources(content: &Content) -> Vec<Source> {
         .peers
         .iter()
         .map(|p| Source {
-            peer_id: p.peer_id.clone(),
+            peer_id: p.peer_id,
             addr: p.addr.clone(),
         })
         .collect()

@@ -13,8 +13,14 @@
 //! client sends. A response announces its payload length, and the client
 //! checks that length against what it expects (see [`max_outline_len`],
 //! [`MAX_MESSAGE_LEN`]) before it reads or allocates anything.
+//!
+//! The payload of an OK OUTLINE answer is encoded by
+//! [`Outline`](super::outline::Outline); reading and writing frames on a
+//! socket, with deadlines, is [`Connection`](super::connection::Connection)'s job.
 
 use std::fmt;
+
+use sbcftp_api::ContentHash;
 
 /// First four bytes of every request and response.
 pub const MAGIC: [u8; 4] = *b"SBCF";
@@ -31,10 +37,10 @@ pub const RESPONSE_HEADER_LEN: usize = 16;
 /// Longest error message a response may carry, in bytes.
 pub const MAX_MESSAGE_LEN: u64 = 1024;
 
-/// Most blocks a file is ever split into (see [`crate::outline`]).
+/// Most blocks a file is ever split into (see [`super::outline`]).
 pub const MAX_BLOCKS: u64 = 1 << 16;
 
-/// Length of a BLAKE3 hash or chaining value.
+/// Length of a content hash or a chaining value in bytes.
 pub const HASH_LEN: usize = 32;
 
 /// Longest OK OUTLINE payload: the size (8 bytes) and [`MAX_BLOCKS`] chaining values.
@@ -55,10 +61,9 @@ pub enum Kind {
 /// One request frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
-    /// What is asked for.
     pub kind: Kind,
-    /// The content's BLAKE3 hash.
-    pub hash: [u8; HASH_LEN],
+    /// The content, named by its hash.
+    pub hash: ContentHash,
     /// First byte wanted (READ), 0 for OUTLINE.
     pub offset: u64,
     /// Number of bytes wanted (READ), 0 for OUTLINE.
@@ -66,17 +71,22 @@ pub struct Request {
 }
 
 /// Why a request frame was refused. Each maps to a response [`Status`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// The frame does not start with [`MAGIC`]: not this protocol.
+    #[error("not an SBCF request (bad magic)")]
     BadMagic,
     /// A version this server does not speak.
+    #[error("protocol version {0} is not supported; this peer speaks {VERSION}")]
     UnsupportedVersion(u8),
     /// A kind byte that is neither OUTLINE nor READ.
+    #[error("unknown request kind {0}")]
     UnknownKind(u8),
     /// The reserved field is not zero.
+    #[error("reserved field is not zero")]
     ReservedNotZero,
     /// OUTLINE with a non-zero offset or length.
+    #[error("an OUTLINE request must have offset 0 and length 0")]
     OutlineWithRange,
 }
 
@@ -100,30 +110,9 @@ impl RequestError {
     }
 }
 
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RequestError::BadMagic => f.write_str("not an SBCF request (bad magic)"),
-            RequestError::UnsupportedVersion(v) => {
-                write!(
-                    f,
-                    "protocol version {v} is not supported; this peer speaks {VERSION}"
-                )
-            }
-            RequestError::UnknownKind(k) => write!(f, "unknown request kind {k}"),
-            RequestError::ReservedNotZero => f.write_str("reserved field is not zero"),
-            RequestError::OutlineWithRange => {
-                f.write_str("an OUTLINE request must have offset 0 and length 0")
-            }
-        }
-    }
-}
-
-impl std::error::Error for RequestError {}
-
 impl Request {
     /// An OUTLINE request for `hash`.
-    pub fn outline(hash: [u8; HASH_LEN]) -> Self {
+    pub fn outline(hash: ContentHash) -> Self {
         Request {
             kind: Kind::Outline,
             hash,
@@ -133,7 +122,7 @@ impl Request {
     }
 
     /// A READ request for `length` bytes of `hash` from `offset`.
-    pub fn read(hash: [u8; HASH_LEN], offset: u64, length: u64) -> Self {
+    pub fn read(hash: ContentHash, offset: u64, length: u64) -> Self {
         Request {
             kind: Kind::Read,
             hash,
@@ -149,7 +138,7 @@ impl Request {
         b[4] = VERSION;
         b[5] = self.kind as u8;
         // b[6..8]: reserved, zero.
-        b[8..40].copy_from_slice(&self.hash);
+        b[8..40].copy_from_slice(self.hash.as_bytes());
         b[40..48].copy_from_slice(&self.offset.to_be_bytes());
         b[48..56].copy_from_slice(&self.length.to_be_bytes());
         b
@@ -174,6 +163,7 @@ impl Request {
         }
         let mut hash = [0u8; HASH_LEN];
         hash.copy_from_slice(&b[8..40]);
+        let hash = ContentHash::from_bytes(hash);
         let offset = u64::from_be_bytes(array8(&b[40..48]));
         let length = u64::from_be_bytes(array8(&b[48..56]));
         if kind == Kind::Outline && (offset != 0 || length != 0) {
@@ -248,42 +238,27 @@ impl fmt::Display for Status {
 pub struct ResponseHeader {
     /// The responder's protocol version.
     pub version: u8,
-    /// The answer's status.
     pub status: Status,
     /// Payload length in bytes.
     pub length: u64,
 }
 
 /// Why a response header was refused by a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
     /// The header does not start with [`MAGIC`].
+    #[error("not an SBCF response (bad magic)")]
     BadMagic,
     /// A version this client does not speak.
+    #[error("peer answered with protocol version {0}; this peer speaks {VERSION}")]
     UnsupportedVersion(u8),
     /// A status byte this client does not know.
+    #[error("unknown response status {0}")]
     UnknownStatus(u8),
     /// The reserved field is not zero.
+    #[error("reserved field is not zero")]
     ReservedNotZero,
 }
-
-impl fmt::Display for ResponseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ResponseError::BadMagic => f.write_str("not an SBCF response (bad magic)"),
-            ResponseError::UnsupportedVersion(v) => {
-                write!(
-                    f,
-                    "peer answered with protocol version {v}; this peer speaks {VERSION}"
-                )
-            }
-            ResponseError::UnknownStatus(s) => write!(f, "unknown response status {s}"),
-            ResponseError::ReservedNotZero => f.write_str("reserved field is not zero"),
-        }
-    }
-}
-
-impl std::error::Error for ResponseError {}
 
 impl ResponseHeader {
     /// A header with this crate's version.
@@ -342,65 +317,17 @@ pub fn encode_error(status: Status, message: &str) -> Vec<u8> {
     out
 }
 
-/// Encodes an OK OUTLINE payload: the size, then the chaining values.
-pub fn encode_outline(size: u64, cvs: &[[u8; HASH_LEN]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + cvs.len() * HASH_LEN);
-    out.extend_from_slice(&size.to_be_bytes());
-    for cv in cvs {
-        out.extend_from_slice(cv);
-    }
-    out
-}
-
-/// Why an OUTLINE payload was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutlineError {
-    /// The payload length does not match the block count the size implies.
-    LengthMismatch {
-        /// Length the size implies.
-        expected: u64,
-        /// Length the peer sent.
-        actual: u64,
-    },
-}
-
-impl fmt::Display for OutlineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OutlineError::LengthMismatch { expected, actual } => write!(
-                f,
-                "outline payload is {actual} bytes; its size field implies {expected}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for OutlineError {}
-
-/// Splits an OUTLINE payload's chaining values, after its size field has been
-/// read and the payload length checked with [`crate::outline::outline_len`].
-pub fn decode_cvs(bytes: &[u8]) -> Vec<[u8; HASH_LEN]> {
-    bytes
-        .chunks_exact(HASH_LEN)
-        .map(|c| {
-            let mut cv = [0u8; HASH_LEN];
-            cv.copy_from_slice(c);
-            cv
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn sample_hash() -> [u8; 32] {
+    fn sample_hash() -> ContentHash {
         let mut h = [0u8; 32];
         for (i, b) in h.iter_mut().enumerate() {
             *b = i as u8 * 7 + 1;
         }
-        h
+        ContentHash::from_bytes(h)
     }
 
     #[test]
@@ -409,7 +336,7 @@ mod tests {
             Request::outline(sample_hash()),
             Request::read(sample_hash(), 0, 0),
             Request::read(sample_hash(), 1 << 20, 5 << 20),
-            Request::read([0xff; 32], u64::MAX, u64::MAX),
+            Request::read(ContentHash::from_bytes([0xff; 32]), u64::MAX, u64::MAX),
         ] {
             let bytes = req.encode();
             assert_eq!(bytes.len(), REQUEST_LEN);
@@ -424,7 +351,7 @@ mod tests {
         assert_eq!(b[4], 1);
         assert_eq!(b[5], 2);
         assert_eq!(&b[6..8], &[0, 0]);
-        assert_eq!(&b[8..40], &sample_hash());
+        assert_eq!(&b[8..40], sample_hash().as_bytes());
         assert_eq!(&b[40..48], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(
             &b[48..56],
@@ -483,7 +410,7 @@ mod tests {
         // the hash up in its index (where it is not).
         let mut b = good;
         b[8..40].copy_from_slice(b"../../../../etc/passwd\0\0\0\0\0\0\0\0\0\0");
-        assert_eq!(Request::decode(&b).unwrap().hash[0..3], *b"../");
+        assert_eq!(Request::decode(&b).unwrap().hash.as_bytes()[0..3], *b"../");
 
         // All-garbage frames never panic.
         for seed in 0..=255u8 {
@@ -559,15 +486,5 @@ mod tests {
         assert!(h.length <= MAX_MESSAGE_LEN);
         assert_eq!(h.length as usize, out.len() - RESPONSE_HEADER_LEN);
         assert!(std::str::from_utf8(&out[RESPONSE_HEADER_LEN..]).is_ok());
-    }
-
-    #[test]
-    fn outline_payload_round_trips() {
-        let cvs = vec![[1u8; 32], [2u8; 32], [3u8; 32]];
-        let p = encode_outline(12345, &cvs);
-        assert_eq!(p.len(), 8 + 96);
-        assert_eq!(u64::from_be_bytes(array8(&p[0..8])), 12345);
-        assert_eq!(decode_cvs(&p[8..]), cvs);
-        assert!(max_outline_len() == 8 + 32 * 65536);
     }
 }
