@@ -61,6 +61,80 @@ impl TrackerError {
     }
 }
 
+/// The tracker's base URL from what the user typed: `host:port` means
+/// `http://host:port`, and a trailing `/api/v1` (copied from a curl example)
+/// is dropped, since every request adds it.
+fn parse_base(typed: &str) -> anyhow::Result<Url> {
+    let typed = typed.trim();
+    let with_scheme = if typed.contains("://") {
+        typed.to_owned()
+    } else {
+        format!("http://{typed}")
+    };
+    let mut base = Url::parse(&with_scheme).map_err(|e| {
+        anyhow::anyhow!(
+            "--tracker {typed:?} is not a URL ({e}); write it as http://HOST:PORT, e.g. http://127.0.0.1:8080"
+        )
+    })?;
+    if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+        anyhow::bail!(
+            "--tracker {typed:?} is not an http:// or https:// URL; write it as http://HOST:PORT, e.g. http://127.0.0.1:8080"
+        );
+    }
+    let path = base.path().trim_end_matches('/');
+    let path = path.strip_suffix(API_PREFIX).unwrap_or(path);
+    let path = format!("{path}/");
+    base.set_path(&path);
+    Ok(base)
+}
+
+/// The hex number just below `hex` (same width), or `None` for all zeros.
+fn hex_predecessor(hex: &str) -> Option<String> {
+    let mut digits: Vec<u8> = hex.bytes().collect();
+    for d in digits.iter_mut().rev() {
+        if *d == b'0' {
+            *d = b'f';
+        } else {
+            *d = if *d == b'a' { b'9' } else { *d - 1 };
+            return String::from_utf8(digits).ok();
+        }
+    }
+    None
+}
+
+/// Why the tracker at `base` could not be reached, with what to do about it,
+/// for the common cases; the error's own chain otherwise.
+fn unreachable_cause(e: &reqwest::Error, base: &Url) -> String {
+    let chain = crate::ui::error_chain(e);
+    let refused = std::iter::successors(Some(e as &dyn std::error::Error), |c| c.source())
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    if refused || chain.contains("Connection refused") {
+        return "nothing listens there; start the tracker (sbcftp-tracker) or point --tracker at it"
+            .into();
+    }
+    if e.is_timeout() {
+        return format!(
+            "no answer within {}s; check that the tracker runs and that --tracker is its address",
+            REQUEST_TIMEOUT.as_secs()
+        );
+    }
+    if base.scheme() == "https"
+        && (chain.contains("InvalidContentType") || chain.contains("corrupt message"))
+    {
+        let mut plain = base.clone();
+        let _ = plain.set_scheme("http");
+        return format!("it does not speak TLS; use --tracker {plain}");
+    }
+    if chain.contains("invalid HTTP version") || chain.contains("invalid HTTP") {
+        return "it does not speak HTTP (is that a peer's port?); point --tracker at the tracker's port (8080 by default)".into();
+    }
+    if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        return "unknown host name; check the host in --tracker".into();
+    }
+    chain
+}
+
 /// A peer's registration: what later calls need.
 #[derive(Clone)]
 pub struct Registration {
@@ -107,15 +181,7 @@ impl TrackerClient {
         registration_key: Option<String>,
         local_ip: Option<IpAddr>,
     ) -> anyhow::Result<Self> {
-        let mut base = Url::parse(base)
-            .map_err(|e| anyhow::anyhow!("tracker URL {base:?} is not valid: {e}"))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            anyhow::bail!("tracker URL {base} must start with http:// or https://");
-        }
-        if !base.path().ends_with('/') {
-            let p = format!("{}/", base.path());
-            base.set_path(&p);
-        }
+        let base = parse_base(base)?;
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
@@ -167,7 +233,7 @@ impl TrackerClient {
         }
         let unreachable = |e: reqwest::Error| TrackerError::Unreachable {
             url: self.base.to_string(),
-            cause: crate::ui::error_chain(&e),
+            cause: unreachable_cause(&e, &self.base),
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -302,6 +368,44 @@ impl TrackerClient {
         Ok(out)
     }
 
+    /// The contents whose hash starts with `prefix` (lowercase hex), at most
+    /// `max`. The listing is ordered by hash and its cursor is the last hash
+    /// of a page, so this starts the listing just before the prefix (an
+    /// indexed range on the tracker) and stops at the first hash past it.
+    pub async fn contents_with_prefix(
+        &self,
+        prefix: &str,
+        max: usize,
+    ) -> Result<Vec<Content>, TrackerError> {
+        let limit = (max + 1).clamp(2, 100).to_string();
+        let mut cursor = hex_predecessor(&format!("{prefix:0<64}"));
+        let mut out = Vec::new();
+        loop {
+            let mut query = vec![("limit", limit.as_str())];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.as_str()));
+            }
+            let url = self.url("/files", &query)?;
+            let page: ContentList = self.expect(Method::GET, url, None, None::<&()>).await?;
+            let before = out.len();
+            let count = page.files.len();
+            out.extend(
+                page.files
+                    .into_iter()
+                    .take_while(|c| c.hash.to_string().starts_with(prefix)),
+            );
+            let all_matched = out.len() - before == count;
+            match page.next_cursor {
+                Some(c) if all_matched && out.len() < max && Some(&c) != cursor.as_ref() => {
+                    cursor = Some(c)
+                }
+                _ => break,
+            }
+        }
+        out.truncate(max);
+        Ok(out)
+    }
+
     /// `GET /api/v1/files/{hash}`.
     pub async fn content(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
         let url = self.url(&format!("/files/{hash}"), &[])?;
@@ -330,5 +434,36 @@ impl TrackerClient {
             peers: out,
             next_cursor: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn base_urls_as_people_type_them() {
+        let base = |s| parse_base(s).map(|u| u.to_string());
+        assert_eq!(base("127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080/");
+        assert_eq!(base("localhost:8080").unwrap(), "http://localhost:8080/");
+        assert_eq!(
+            base("http://h:8080/api/v1").unwrap(),
+            "http://h:8080/",
+            "the API prefix is added by every request"
+        );
+        assert_eq!(base("http://h:8080/api/v1/").unwrap(), "http://h:8080/");
+        assert_eq!(base("https://h/tracker").unwrap(), "https://h/tracker/");
+        let err = base("ftp://h").unwrap_err().to_string();
+        assert!(err.contains("e.g. http://127.0.0.1:8080"), "{err}");
+        assert!(base("http://").is_err());
+    }
+
+    #[test]
+    fn hex_predecessors() {
+        assert_eq!(hex_predecessor("0000"), None);
+        assert_eq!(hex_predecessor("0010").as_deref(), Some("000f"));
+        assert_eq!(hex_predecessor("a000").as_deref(), Some("9fff"));
+        assert_eq!(hex_predecessor("ffff").as_deref(), Some("fffe"));
     }
 }

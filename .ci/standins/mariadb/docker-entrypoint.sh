@@ -6,7 +6,8 @@
 #   MARIADB_RANDOM_ROOT_PASSWORD (one is required), MARIADB_DATABASE,
 #   MARIADB_USER, MARIADB_PASSWORD (user gets every privilege on the database);
 # it also creates the `healthcheck` user that healthcheck.sh logs in as. Then it
-# runs mariadbd as the mysql user.
+# runs mariadbd as the mysql user. Arguments that start with `-` are options
+# of mariadbd (a compose `command:`), as with the official image.
 set -euo pipefail
 datadir=/var/lib/mysql
 socket=/run/mysqld/mysqld.sock
@@ -17,7 +18,7 @@ sql_str() { local s=${1//\\/\\\\}; printf "'%s'" "${s//\'/\\\'}"; }
 sql_id() { printf '`%s`' "${1//\`/\`\`}"; }
 log() { echo "stand-in entrypoint: $*" >&2; }
 
-init() {
+init() { # mariadbd options
   local root_pw allow_empty random db user pw health_pw
   root_pw=$(var ROOT_PASSWORD); allow_empty=$(var ALLOW_EMPTY_ROOT_PASSWORD)
   random=$(var RANDOM_ROOT_PASSWORD)
@@ -38,7 +39,7 @@ init() {
 
   log "initialising $datadir"
   mariadb-install-db --user=mysql --datadir="$datadir" --skip-test-db >/dev/null
-  mariadbd --user=mysql --datadir="$datadir" --skip-networking --socket="$socket" &
+  mariadbd --user=mysql --datadir="$datadir" "$@" --skip-networking --socket="$socket" &
   local pid=$!
   for _ in $(seq 1 60); do
     mariadb-admin --socket="$socket" ping >/dev/null 2>&1 && break
@@ -69,10 +70,11 @@ init() {
   log "initialised: database ${db:-(none)}, user ${user:-(none)}"
 }
 
+case "${1:-}" in -*) set -- mariadbd "$@" ;; esac
 if [ "${1:-}" = mariadbd ] || [ "${1:-}" = mysqld ]; then
   mkdir -p "$datadir" /run/mysqld
   chown mysql:mysql "$datadir" /run/mysqld
-  if [ ! -d "$datadir/mysql" ]; then init; fi
+  if [ ! -d "$datadir/mysql" ]; then init "${@:2}"; fi
   exec setpriv --reuid=mysql --regid=mysql --init-groups "$@"
 fi
 exec "$@"

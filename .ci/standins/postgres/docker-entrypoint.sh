@@ -5,7 +5,8 @@
 # POSTGRES_HOST_AUTH_METHOD=trust), POSTGRES_USER (default postgres),
 # POSTGRES_DB (default: the user's name) and POSTGRES_HOST_AUTH_METHOD (default
 # scram-sha-256 for every host; local socket connections are trusted). Then it
-# runs the server as the postgres user.
+# runs the server as the postgres user. Arguments that start with `-` are
+# options of postgres (a compose `command:`), as with the official image.
 set -euo pipefail
 export PGDATA=${PGDATA:-/var/lib/postgresql/data}
 log() { echo "stand-in entrypoint: $*" >&2; }
@@ -34,6 +35,7 @@ init() {
   log "initialised: database $db, user $user"
 }
 
+case "${1:-}" in -*) set -- postgres "$@" ;; esac
 if [ "${1:-}" = postgres ]; then
   if [ "$(id -u)" = 0 ]; then
     mkdir -p "$PGDATA" /var/run/postgresql

@@ -137,7 +137,9 @@ impl LocalError {
 pub enum DownloadError {
     /// Every source failed; the verified part is kept.
     #[error(
-        "no source left ({tried} tried); {verified} of {size} bytes are verified in {part}; run the same command again to resume"
+        "no source left ({tried} tried); {} of {} verified in {part}; run the same command again to resume",
+        crate::ui::human_bytes(*verified),
+        crate::ui::human_bytes(*size)
     )]
     NoSourceLeft {
         /// How many sources were tried.
@@ -149,7 +151,9 @@ pub enum DownloadError {
     },
     /// The user interrupted; the verified part is kept.
     #[error(
-        "interrupted; {verified} of {size} bytes are verified in {part}; run the same command again to resume"
+        "interrupted; {} of {} verified in {part}; run the same command again to resume",
+        crate::ui::human_bytes(*verified),
+        crate::ui::human_bytes(*size)
     )]
     Interrupted {
         /// Verified bytes kept in the part file.

@@ -201,9 +201,14 @@ impl PeerProc {
             _dir: dir,
         };
         let deadline = Instant::now() + DEADLINE;
+        let prefix = format!("{ip}:");
         loop {
-            if let Some(found) = tracker.peer_at(ip).await
-                && found.file_count == count
+            // Another peer may share this IP (with another file count).
+            if let Some(found) = tracker
+                .peers()
+                .await
+                .into_iter()
+                .find(|p| p.addr.starts_with(&prefix) && p.file_count == count)
             {
                 p.addr = found.addr;
                 p.peer_id = found.peer_id.to_string();

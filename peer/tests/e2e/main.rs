@@ -3,8 +3,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod errors;
 mod helpers;
 mod hostile;
+mod live;
+mod prefix;
+mod reachability;
 
 use std::time::Duration;
 
