@@ -14,8 +14,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -24,33 +24,11 @@ use tracing::{debug, info, warn};
 use super::ServerConfig;
 use crate::share::{Share, SharedFile};
 use crate::transfer::connection::{Connection, Incoming};
+use crate::transfer::pace::Pacer;
 use crate::transfer::wire::{Kind, Request, Status};
 
 /// Largest piece a READ answer is read from disk and written in.
 const PIECE: usize = 1 << 20;
-
-/// The upload limit shared by all connections.
-#[derive(Debug)]
-struct Pacer {
-    /// Bytes per second.
-    rate: u64,
-    /// When the next piece may start.
-    next: Mutex<Instant>,
-}
-
-impl Pacer {
-    /// How long to wait before sending `n` bytes.
-    fn reserve(&self, n: u64) -> Duration {
-        let now = Instant::now();
-        let mut next = match self.next.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let start = (*next).max(now);
-        *next = start + Duration::from_secs_f64(n as f64 / self.rate as f64);
-        start - now
-    }
-}
 
 /// What every connection's answers need: the share, the upload limit, and
 /// the rescan signal. Shared by all connections.
@@ -87,10 +65,7 @@ impl Responder {
         };
         Responder {
             share,
-            pacer: rate.map(|rate| Pacer {
-                rate,
-                next: Mutex::new(Instant::now()),
-            }),
+            pacer: Pacer::new(rate),
             piece,
             rescan,
         }
