@@ -11,12 +11,14 @@
 //! - **Outline and size.** The size comes from an outline that merges to
 //!   the content hash, never from the tracker's listing: other registrants
 //!   can lie about it. Merging proves the block CVs but not the exact size
-//!   (see [`Outline::from_payload_unsized`]), so the first outline is a
-//!   candidate until its source sends the last block as that outline places
-//!   it and the block verifies (or the part file already holds it); a
-//!   source whose last block does not verify is dropped and the next
-//!   candidate is tried. Then the part file is re-verified against the
-//!   proven outline (`part.rs`), and the blocks it lacks are handed out.
+//!   (see [`Outline::from_payload_unsized`]). So each source that connects
+//!   while no outline is proven sends its outline together with the last
+//!   block as that outline places it (unless the part file already holds
+//!   it, verified); the first whose last block verifies is adopted, and a
+//!   source whose last block does not verify is dropped. The sources race:
+//!   a slow one cannot hold up the start. Then the part file is re-verified
+//!   against the proven outline (`part.rs`), and the blocks it lacks are
+//!   handed out.
 //! - **Scheduling.** Blocks are handed out one at a time to whichever
 //!   source asks (`schedule.rs`), each source keeping a window of pipelined
 //!   requests in flight; an endgame gives idle sources the blocks others
@@ -36,7 +38,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -45,8 +47,8 @@ use rand::seq::SliceRandom;
 use sbcftp_api::{ContentHash, FileName, PeerId};
 
 use super::connection::{Closer, Connection};
-use super::error::{DownloadError, LocalError, RemoteError};
-use super::outline::{self, Outline};
+use super::error::{DownloadError, LocalError, RemoteError, Violation};
+use super::outline::{self, Outline, OutlineError};
 use super::pace::Pacer;
 use super::part::PartFile;
 use super::pipeline::{Pool, Writer};
@@ -214,7 +216,7 @@ fn run(
         events,
         open: Mutex::new(HashMap::new()),
         stopped: AtomicBool::new(false),
-        probe: AtomicUsize::new(NO_PROBE),
+        part: &part,
     };
     let end = std::thread::scope(|scope| {
         let mut c = Coordinator {
@@ -225,8 +227,6 @@ fn run(
             waiting: order.into(),
             active: 0,
             asked_for_more: false,
-            candidates: VecDeque::new(),
-            probing: None,
             writer: None,
             written: 0,
         };
@@ -324,12 +324,19 @@ fn same_content(path: &Path, hash: &ContentHash) -> bool {
 /// What the source threads send to the download's thread.
 #[derive(Debug)]
 pub(super) enum Event {
-    /// An outline that merges to the hash (a candidate).
-    Outline { id: usize, outline: Outline },
-    /// The last block as the source's own outline places it, as received.
-    Probe { id: usize, data: Vec<u8> },
+    /// An outline that merges to the hash, and the last block as it places
+    /// it, as received (`None`: the part file holds that block, verified).
+    Outline {
+        id: usize,
+        outline: Outline,
+        last: Option<Vec<u8>>,
+    },
     /// A block as received, not yet verified.
-    Block { id: usize, index: u64, data: Vec<u8> },
+    Block {
+        id: usize,
+        index: u64,
+        data: Vec<u8>,
+    },
     /// The source's thread ended: nothing left for it, or why it failed.
     Ended {
         id: usize,
@@ -354,12 +361,9 @@ pub(super) struct Swarm<'a> {
     /// thread, at the end) can be woken from a blocked read.
     open: Mutex<HashMap<usize, Closer>>,
     stopped: AtomicBool,
-    /// The source asked to prove its outline's size ([`NO_PROBE`]: none).
-    probe: AtomicUsize,
+    /// Read by sources to see whether it already holds the last block.
+    pub(super) part: &'a PartFile,
 }
-
-/// No source is asked to prove its outline.
-const NO_PROBE: usize = usize::MAX;
 
 /// Keeps a source's connection known to the download while it is open.
 pub(super) struct Opened<'s, 'a> {
@@ -386,11 +390,6 @@ impl<'a> Swarm<'a> {
         }
         m.insert(id, closer);
         Some(Opened { swarm: self, id })
-    }
-
-    /// Whether source `id` is asked to prove its outline now.
-    pub(super) fn is_probe(&self, id: usize) -> bool {
-        self.probe.load(Ordering::Relaxed) == id
     }
 
     /// Closes source `id`'s connection (its thread ends with an error).
@@ -436,10 +435,6 @@ struct Coordinator<'s, 'a, 'r> {
     /// Source threads running.
     active: usize,
     asked_for_more: bool,
-    /// Outlines not proven yet, in the order they came, by source.
-    candidates: VecDeque<(usize, Outline)>,
-    /// The candidate whose source is proving it.
-    probing: Option<(usize, Outline)>,
     writer: Option<Writer<'s>>,
     written: u64,
 }
@@ -472,13 +467,8 @@ impl<'s, 'a> Coordinator<'s, 'a, '_> {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return End::NoSourceLeft,
             };
             match event {
-                Event::Outline { id, outline } => {
-                    if let Err(e) = self.candidate(scope, id, outline) {
-                        return End::Local(e);
-                    }
-                }
-                Event::Probe { id, data } => {
-                    if let Err(e) = self.probed(scope, id, data) {
+                Event::Outline { id, outline, last } => {
+                    if let Err(e) = self.outline(scope, id, outline, last) {
                         return End::Local(e);
                     }
                 }
@@ -487,11 +477,6 @@ impl<'s, 'a> Coordinator<'s, 'a, '_> {
                     self.active -= 1;
                     if let Err(why) = result {
                         self.drop_source(id, &why);
-                    }
-                    self.candidates.retain(|(c, _)| *c != id);
-                    if self.probing.as_ref().is_some_and(|(p, _)| *p == id) {
-                        self.probing = None;
-                        self.next_probe();
                     }
                     self.start_sources(scope);
                     if self.active == 0 && !self.refill(scope) {
@@ -566,59 +551,47 @@ impl<'s, 'a> Coordinator<'s, 'a, '_> {
         self.active > 0
     }
 
-    /// An outline that merged, from source `id`. If the part file already
-    /// holds its last block, verified, its size is proven at once; otherwise
-    /// it waits its turn to be proven by its source.
-    fn candidate(
+    /// Source `id`'s outline (it merged) and its proof, the last block as it
+    /// places it (`None`: the part file holds it). The first proven outline
+    /// is adopted; a source whose proof fails lied and is dropped; later
+    /// proofs are copies of a block already in.
+    fn outline(
         &mut self,
         scope: &'s std::thread::Scope<'s, '_>,
         id: usize,
         outline: Outline,
+        last: Option<Vec<u8>>,
     ) -> Result<(), LocalError> {
-        if self.swarm.outline.get().is_some() {
+        let index = outline.block_count() - 1;
+        if let Some(adopted) = self.swarm.outline.get() {
+            if let Some(data) = last {
+                self.report.sources[id].unused += data.len() as u64;
+            }
+            if adopted.size() != outline.size() {
+                // Both merge, so only the proven size is true.
+                let why = Violation::from(OutlineError::WrongSize {
+                    announced: outline.size(),
+                    expected: adopted.size(),
+                });
+                self.drop_source(id, &why.into());
+                self.swarm.close(id);
+            }
             return Ok(());
         }
-        let last = outline.block_count() - 1;
-        if self.part.verified_blocks_in(&outline, last..last + 1)? == [true] {
-            return self.adopt(scope, outline, None);
+        match last {
+            None => self.adopt(scope, outline, None),
+            Some(data) if outline.verify_block(index, &data) => {
+                self.adopt(scope, outline, Some((id, data)))
+            }
+            Some(data) => {
+                self.report.sources[id].unused += data.len() as u64;
+                let (start, end) = outline.block_range(index);
+                let why = RemoteError::CorruptBlock { index, start, end };
+                self.drop_source(id, &why);
+                self.swarm.close(id);
+                Ok(())
+            }
         }
-        self.candidates.push_back((id, outline));
-        if self.probing.is_none() {
-            self.next_probe();
-        }
-        Ok(())
-    }
-
-    /// Asks the next candidate's source to prove its outline.
-    fn next_probe(&mut self) {
-        self.probing = self.candidates.pop_front();
-        let id = self.probing.as_ref().map_or(NO_PROBE, |(id, _)| *id);
-        self.swarm.probe.store(id, Ordering::Relaxed);
-        self.swarm.sched.wake();
-    }
-
-    /// Source `id` sent the last block as its outline places it: if it
-    /// verifies, the outline is proven; if not, the source lied (about the
-    /// size, or the data) and is dropped.
-    fn probed(
-        &mut self,
-        scope: &'s std::thread::Scope<'s, '_>,
-        id: usize,
-        data: Vec<u8>,
-    ) -> Result<(), LocalError> {
-        let Some((pid, outline)) = self.probing.take_if(|(p, _)| *p == id) else {
-            return Ok(());
-        };
-        let last = outline.block_count() - 1;
-        if outline.verify_block(last, &data) {
-            return self.adopt(scope, outline, Some((pid, data)));
-        }
-        self.report.sources[id].unused += data.len() as u64;
-        let (start, end) = outline.block_range(last);
-        self.drop_source(id, &RemoteError::CorruptBlock { index: last, start, end });
-        self.swarm.close(id);
-        self.next_probe();
-        Ok(())
     }
 
     /// The proven outline: checks the part file against it, then lets the
@@ -632,9 +605,6 @@ impl<'s, 'a> Coordinator<'s, 'a, '_> {
     ) -> Result<(), LocalError> {
         let size = outline.size();
         tracing::debug!(size, "outline proven");
-        self.candidates.clear();
-        self.probing = None;
-        self.swarm.probe.store(NO_PROBE, Ordering::Relaxed);
         let mut done = self.part.verified_blocks(&outline)?;
         let resumed: u64 = (0u64..)
             .zip(&done)

@@ -203,7 +203,10 @@ impl Outline {
     /// once the last block, fetched as this outline places it, verifies
     /// ([`Outline::verify_block`] of `block_count() - 1`): its CV covers its
     /// length and its offset. Until then the outline is a candidate.
-    pub fn from_payload_unsized(payload: &[u8], hash: &ContentHash) -> Result<Outline, OutlineError> {
+    pub fn from_payload_unsized(
+        payload: &[u8],
+        hash: &ContentHash,
+    ) -> Result<Outline, OutlineError> {
         let announced = payload
             .get(..8)
             .and_then(|h| <[u8; 8]>::try_from(h).ok())

@@ -143,9 +143,8 @@ impl PartFile {
         let what = || format!("cannot read {}", self.path.display());
         let have = self.file.metadata().map_err(LocalError::io(what()))?.len();
         let data = data_ranges(&self.file, have);
-        let present = |start: u64, end: u64| {
-            end <= have && data.iter().any(|&(s, e)| s <= start && end <= e)
-        };
+        let present =
+            |start: u64, end: u64| end <= have && data.iter().any(|&(s, e)| s <= start && end <= e);
         range
             .into_par_iter()
             .map_init(Vec::new, |buf, i| {
@@ -388,7 +387,9 @@ mod tests {
         std::fs::write(&victim, b"precious").unwrap();
         std::fs::hard_link(&victim, &planted).unwrap();
         match PartFile::open(dir.path(), &name("f"), &hash) {
-            Err(e @ LocalError::Unsafe { .. }) => assert!(e.to_string().contains("hard link"), "{e}"),
+            Err(e @ LocalError::Unsafe { .. }) => {
+                assert!(e.to_string().contains("hard link"), "{e}")
+            }
             other => panic!("{other:?}"),
         }
         std::fs::remove_file(&planted).unwrap();

@@ -7,10 +7,11 @@
 //! window of requests in flight has room.
 //!
 //! A block is *held* by every source that asked for it and has not yet
-//! answered, and stays held while its answer waits to be verified. When
-//! nothing is left to hand out, a source whose window is empty enters the
-//! endgame: it is given a block that others hold, the one held by the fewest,
-//! so one slow or frozen source cannot hold up the finish. The first copy
+//! answered, and stays held while its answer waits to be verified (*in
+//! transit*, [`Scheduler::arrived`]). When nothing is left to hand out, a
+//! source whose window is empty enters the endgame: it is given a block that
+//! others hold and that has not arrived yet, the one held by the fewest, so
+//! one slow or frozen source cannot hold up the finish. The first copy
 //! that verifies wins ([`Scheduler::completed`] says whether a copy was the
 //! first); later copies are dropped.
 //!
@@ -50,6 +51,8 @@ struct State {
     holders: Vec<u32>,
     /// Per block: a verified copy is in.
     done: Vec<bool>,
+    /// Per block: a copy arrived and waits to be verified.
+    arrived: Vec<bool>,
     /// Blocks without a verified copy.
     left: u64,
     /// The list was filled (the outline is known).
@@ -66,6 +69,7 @@ impl Scheduler {
                 queue: BTreeSet::new(),
                 holders: Vec::new(),
                 done: Vec::new(),
+                arrived: Vec::new(),
                 left: 0,
                 started: false,
                 stopped: false,
@@ -85,6 +89,7 @@ impl Scheduler {
             .collect();
         s.left = s.queue.len() as u64;
         s.holders = vec![0; done.len()];
+        s.arrived = vec![false; done.len()];
         s.done = done;
         s.started = true;
         self.wake.notify_all();
@@ -110,7 +115,10 @@ impl Scheduler {
             None if mine.is_empty() => s.endgame_pick()?,
             None => return None,
         };
-        if let Some(h) = usize::try_from(next).ok().and_then(|i| s.holders.get_mut(i)) {
+        if let Some(h) = usize::try_from(next)
+            .ok()
+            .and_then(|i| s.holders.get_mut(i))
+        {
             *h += 1;
         }
         Some(next)
@@ -139,6 +147,15 @@ impl Scheduler {
         self.lock().started
     }
 
+    /// A copy of block `i` arrived and waits to be verified: the endgame
+    /// does not ask for it again meanwhile.
+    pub(super) fn arrived(&self, i: u64) {
+        let mut s = self.lock();
+        if let Some(a) = usize::try_from(i).ok().and_then(|x| s.arrived.get_mut(x)) {
+            *a = true;
+        }
+    }
+
     /// A verified copy of block `i` is in. Returns whether it is the first
     /// (a later copy is a duplicate, to be dropped).
     pub(super) fn completed(&self, i: u64) -> bool {
@@ -147,6 +164,7 @@ impl Scheduler {
             return false;
         };
         s.holders[idx] = s.holders[idx].saturating_sub(1);
+        s.arrived[idx] = false;
         if s.done[idx] {
             return false;
         }
@@ -167,6 +185,7 @@ impl Scheduler {
             return;
         };
         s.holders[idx] = s.holders[idx].saturating_sub(1);
+        s.arrived[idx] = false;
         if !s.done[idx] && s.holders[idx] == 0 {
             s.queue.insert(i);
         }
@@ -187,12 +206,6 @@ impl Scheduler {
         self.lock().left
     }
 
-    /// Wakes every waiting source (something else changed that they watch).
-    pub(super) fn wake(&self) {
-        let _guard = self.lock();
-        self.wake.notify_all();
-    }
-
     /// Stops handing out blocks and wakes every waiting source.
     pub(super) fn stop(&self) {
         self.lock().stopped = true;
@@ -205,12 +218,12 @@ impl State {
         self.stopped || (self.started && self.left == 0)
     }
 
-    /// The endgame's pick: a missing block held by the fewest sources (the
-    /// lowest such index), or `None` when every missing block is in.
+    /// The endgame's pick: a missing block that has not arrived, held by the
+    /// fewest sources (the lowest such index), or `None` when there is none.
     fn endgame_pick(&self) -> Option<u64> {
         (0u64..)
-            .zip(self.done.iter().zip(&self.holders))
-            .filter(|&(_, (done, _))| !done)
+            .zip(self.done.iter().zip(&self.arrived).zip(&self.holders))
+            .filter(|&(_, ((done, arrived), _))| !done && !arrived)
             .min_by_key(|&(i, (_, holders))| (*holders, i))
             .map(|(i, _)| i)
     }
@@ -250,7 +263,10 @@ mod tests {
         assert_eq!(s.take(&[]), Some(0));
         // The next idle source gets the block held by the fewest (1, held once).
         assert_eq!(s.take(&[]), Some(1));
-        // B's copy of 0 wins; A's later copy is a duplicate.
+        // B's copy of 0 arrives first (and wins); A's later copy is a duplicate.
+        s.arrived(0);
+        assert_eq!(s.take(&[]), Some(1), "0 is not asked for again meanwhile");
+        s.release(1);
         assert!(s.completed(0));
         assert!(!s.completed(0));
         // A fails: it lets go of 1, which the third source still holds.

@@ -87,28 +87,32 @@ fn session(swarm: &Swarm<'_>, id: usize, source: &Source) -> Result<(), RemoteEr
     let Some(_open) = swarm.opened(id, &conn) else {
         return Ok(()); // The download is over.
     };
-    // This source's own outline, while the download has none: a candidate
-    // until the download's thread asks this source to prove its size.
-    let mut mine = None;
+    // While no outline is proven: this source's own, with its proof.
     if swarm.outline.get().is_none() {
         let outline = fetch_outline(&mut conn, swarm)?;
-        mine = Some(outline.clone());
-        if swarm.events.send(Event::Outline { id, outline }).is_err() {
+        let last = outline.block_count() - 1;
+        let held = swarm.part.verified_blocks_in(&outline, last..last + 1);
+        let proof = if matches!(held.as_deref(), Ok([true])) {
+            None
+        } else if swarm.outline.get().is_some() {
+            Some(Vec::new()) // Proven meanwhile: no need to fetch it.
+        } else {
+            Some(probe(&mut conn, swarm, &outline)?)
+        };
+        let event = Event::Outline {
+            id,
+            outline,
+            last: proof,
+        };
+        if swarm.events.send(event).is_err() {
             return Ok(());
         }
     }
-    // The download's thread proves an outline, then checks the part file
-    // against it, before any block is handed out.
+    // The download's thread checks the part file against the proven
+    // outline before any block is handed out.
     let outline = loop {
         if let (Some(o), true) = (swarm.outline.get(), swarm.sched.started()) {
             break o;
-        }
-        if let Some(candidate) = mine.take_if(|_| swarm.is_probe(id)) {
-            let data = probe(&mut conn, swarm, &candidate)?;
-            if swarm.events.send(Event::Probe { id, data }).is_err() {
-                return Ok(());
-            }
-            continue;
         }
         if swarm.sched.wait(IDLE_WAIT) == Next::Finished {
             return Ok(());
@@ -164,17 +168,17 @@ fn pump(
             }
             .into());
         }
-        let Some(mut data) = usize::try_from(len)
-            .ok()
-            .and_then(|n| swarm.pool.take(n))
-        else {
+        let Some(mut data) = usize::try_from(len).ok().and_then(|n| swarm.pool.take(n)) else {
             return Ok(()); // Stopped (or no memory for a block: let others try).
         };
-        if let Err(e) = conn.read_payload_within(&mut data, block_limit(swarm, len), swarm.pacer.as_ref()) {
+        if let Err(e) =
+            conn.read_payload_within(&mut data, block_limit(swarm, len), swarm.pacer.as_ref())
+        {
             swarm.pool.put(data);
             return Err(e);
         }
         in_flight.pop_front();
+        swarm.sched.arrived(index);
         if swarm.events.send(Event::Block { id, index, data }).is_err() {
             return Ok(());
         }
@@ -189,8 +193,12 @@ fn block_limit(swarm: &Swarm<'_>, len: u64) -> Duration {
 }
 
 /// Fetches the last block as `outline` (this source's own) places it: the
-/// proof of its size.
-fn probe(conn: &mut Connection, swarm: &Swarm<'_>, outline: &Outline) -> Result<Vec<u8>, RemoteError> {
+/// proof of its size (see [`Outline::from_payload_unsized`]).
+fn probe(
+    conn: &mut Connection,
+    swarm: &Swarm<'_>,
+    outline: &Outline,
+) -> Result<Vec<u8>, RemoteError> {
     let (start, end) = outline.block_range(outline.block_count() - 1);
     let len = end - start;
     conn.send(&Request::read(swarm.job.hash, start, len))?;
@@ -205,7 +213,10 @@ fn probe(conn: &mut Connection, swarm: &Swarm<'_>, outline: &Outline) -> Result<
     // One block of a content whose outline merged: its size is bounded by
     // the largest content's block size.
     let mut data = Vec::new();
-    let n = usize::try_from(len).map_err(|_| Violation::WrongLength { expected: len, actual: answered })?;
+    let n = usize::try_from(len).map_err(|_| Violation::WrongLength {
+        expected: len,
+        actual: answered,
+    })?;
     if data.try_reserve_exact(n).is_err() {
         return Err(RemoteError::Lost(std::io::Error::new(
             std::io::ErrorKind::OutOfMemory,
@@ -227,7 +238,8 @@ fn fetch_outline(conn: &mut Connection, swarm: &Swarm<'_>) -> Result<Outline, Re
         return Err(Violation::OutlineLength { actual: answered }.into());
     }
     // At most 8 + 32 * 2^16 bytes: safe to allocate.
-    let len = usize::try_from(answered).map_err(|_| Violation::OutlineLength { actual: answered })?;
+    let len =
+        usize::try_from(answered).map_err(|_| Violation::OutlineLength { actual: answered })?;
     let mut buf = vec![0u8; len];
     conn.read_payload(&mut buf)?;
     Ok(Outline::from_payload_unsized(&buf, &hash).map_err(Violation::from)?)
