@@ -255,8 +255,8 @@ mod tests {
     fn a_released_block_goes_back_and_the_endgame_doubles_up() {
         let s = Scheduler::new();
         s.start(vec![false; 3]);
-        let a = [s.take(&[]).unwrap(), s.take(&[0]).unwrap()]; // source A: 0, 1
-        assert_eq!(a, [0, 1]);
+        // Source A: 0, 1.
+        assert_eq!([s.take(&[]), s.take(&[0])], [Some(0), Some(1)]);
         assert_eq!(s.take(&[]), Some(2)); // source B
         assert!(s.completed(2));
         // B is idle, nothing is queued: the endgame gives it a block A holds.
