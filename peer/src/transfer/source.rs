@@ -160,14 +160,7 @@ fn pump(
         };
         let (start, end) = outline.block_range(index);
         let len = end - start;
-        let answered = conn.read_ok_header()?;
-        if answered != len {
-            return Err(Violation::WrongLength {
-                expected: len,
-                actual: answered,
-            }
-            .into());
-        }
+        read_answer_header(conn, len)?;
         let Some(mut data) = usize::try_from(len).ok().and_then(|n| swarm.pool.take(n)) else {
             return Ok(()); // Stopped (or no memory for a block: let others try).
         };
@@ -183,6 +176,19 @@ fn pump(
             return Ok(());
         }
     }
+}
+
+/// Reads the header of a READ answer, which must be OK with `len` bytes.
+fn read_answer_header(conn: &mut Connection, len: u64) -> Result<u64, RemoteError> {
+    let answered = conn.read_ok_header()?;
+    if answered != len {
+        return Err(Violation::WrongLength {
+            expected: len,
+            actual: answered,
+        }
+        .into());
+    }
+    Ok(answered)
 }
 
 /// How long a block of `len` bytes may take: the stall timeout plus its
@@ -202,14 +208,7 @@ fn probe(
     let (start, end) = outline.block_range(outline.block_count() - 1);
     let len = end - start;
     conn.send(&Request::read(swarm.job.hash, start, len))?;
-    let answered = conn.read_ok_header()?;
-    if answered != len {
-        return Err(Violation::WrongLength {
-            expected: len,
-            actual: answered,
-        }
-        .into());
-    }
+    let answered = read_answer_header(conn, len)?;
     // One block of a content whose outline merged: its size is bounded by
     // the largest content's block size.
     let mut data = Vec::new();

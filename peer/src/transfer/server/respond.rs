@@ -213,20 +213,21 @@ impl Responder {
             }
             Ok(())
         })();
+        // One line per READ, so per block for a downloader: debug, not info.
         let sent = pos - req.offset;
         let secs = started.elapsed().as_secs_f64();
         let hash = f.hash.to_string();
         let hash8 = &hash[..8];
         match outcome {
             Ok(()) => {
-                info!(
+                debug!(
                     peer = %addr, name = %f.name, hash = hash8, offset = req.offset, bytes = sent, secs,
                     "served {:?} ({hash8}) bytes {}..{end} ({}) to {addr}", f.name, req.offset, crate::ui::human_bytes(sent)
                 );
                 Ok(true)
             }
             Err(e) => {
-                info!(
+                debug!(
                     peer = %addr, name = %f.name, hash = hash8, offset = req.offset, bytes = sent, secs,
                     "transfer of {:?} ({hash8}) to {addr} stopped after {} of {} bytes: {e}", f.name, sent, req.length
                 );
