@@ -215,6 +215,7 @@ fn run(
         pacer: Pacer::new(job.max_download_rate),
         events,
         open: Mutex::new(HashMap::new()),
+        banned: Mutex::new(HashSet::new()),
         stopped: AtomicBool::new(false),
         part: &part,
     };
@@ -360,6 +361,8 @@ pub(super) struct Swarm<'a> {
     /// Open connections by source, so a dropped source's thread (or every
     /// thread, at the end) can be woken from a blocked read.
     open: Mutex<HashMap<usize, Closer>>,
+    /// Sources dropped for what they sent: never connected to again.
+    banned: Mutex<HashSet<usize>>,
     stopped: AtomicBool,
     /// Read by sources to see whether it already holds the last block.
     pub(super) part: &'a PartFile,
@@ -390,6 +393,20 @@ impl<'a> Swarm<'a> {
         }
         m.insert(id, closer);
         Some(Opened { swarm: self, id })
+    }
+
+    /// Whether source `id` was dropped for what it sent.
+    pub(super) fn is_banned(&self, id: usize) -> bool {
+        self.banned.lock().map(|b| b.contains(&id)).unwrap_or(true)
+    }
+
+    /// Drops source `id` for what it sent: closes its connection (its thread
+    /// ends with an error) and never connects to it again.
+    fn ban(&self, id: usize) {
+        if let Ok(mut b) = self.banned.lock() {
+            b.insert(id);
+        }
+        self.close(id);
     }
 
     /// Closes source `id`'s connection (its thread ends with an error).
@@ -574,7 +591,7 @@ impl<'s, 'a> Coordinator<'s, 'a, '_> {
                     expected: adopted.size(),
                 });
                 self.drop_source(id, &why.into());
-                self.swarm.close(id);
+                self.swarm.ban(id);
             }
             return Ok(());
         }
@@ -588,7 +605,7 @@ impl<'s, 'a> Coordinator<'s, 'a, '_> {
                 let (start, end) = outline.block_range(index);
                 let why = RemoteError::CorruptBlock { index, start, end };
                 self.drop_source(id, &why);
-                self.swarm.close(id);
+                self.swarm.ban(id);
                 Ok(())
             }
         }
@@ -674,7 +691,7 @@ impl<'s, 'a> Coordinator<'s, 'a, '_> {
             self.report.sources[id].unused += len;
             let (start, end) = outline.block_range(index);
             self.drop_source(id, &RemoteError::CorruptBlock { index, start, end });
-            swarm.close(id);
+            swarm.ban(id);
             // After the source is marked dropped: its thread's own error
             // (the closed connection) is not reported.
             swarm.sched.release(index);

@@ -57,7 +57,7 @@ pub(super) fn run(swarm: &Swarm<'_>, id: usize, source: &Source) -> Result<(), R
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        if !failure.is_retryable() || retries >= RETRIES {
+        if !failure.is_retryable() || retries >= RETRIES || swarm.is_banned(id) {
             return Err(failure);
         }
         retries += 1;

@@ -39,15 +39,18 @@ async fn register_holder(tracker: &Tracker, ip: &str, port: u16, data: &[u8], si
 
 /// A relay on `ip` that forwards every connection to `upstream` (a real
 /// peer) and flips one byte in the payload of every READ answer. Returns
-/// its port and the count of answers it corrupted.
-fn corrupting_relay(ip: &str, upstream: String) -> (u16, Arc<AtomicU64>) {
+/// its port, the count of answers it corrupted and of connections it took.
+fn corrupting_relay(ip: &str, upstream: String) -> (u16, Arc<AtomicU64>, Arc<AtomicU64>) {
     let listener = TcpListener::bind((ip, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let flipped = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&flipped);
+    let connections = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::clone(&connections);
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { return };
+            accepted.fetch_add(1, Ordering::Relaxed);
             let Ok(server) = TcpStream::connect(&upstream) else {
                 continue;
             };
@@ -92,7 +95,7 @@ fn corrupting_relay(ip: &str, upstream: String) -> (u16, Arc<AtomicU64>) {
             });
         }
     });
-    (port, flipped)
+    (port, flipped, connections)
 }
 
 /// A holder on `ip` that claims the content `hash` is one byte long: its
@@ -222,7 +225,8 @@ async fn corrupt_frozen_killed_and_trickling_sources_in_one_run() {
     .await;
     let _trickler =
         PeerProc::start(&tracker, "127.0.0.5", file, &["--max-upload-rate", "4096"]).await;
-    let (relay_port, flipped) = corrupting_relay("127.0.0.6", healthy.addr.clone());
+    let (relay_port, flipped, relay_connections) =
+        corrupting_relay("127.0.0.6", healthy.addr.clone());
     let relay_id =
         register_holder(&tracker, "127.0.0.6", relay_port, &data, data.len() as u64).await;
     let relay_addr = format!("127.0.0.6:{relay_port}");
@@ -259,6 +263,8 @@ async fn corrupt_frozen_killed_and_trickling_sources_in_one_run() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert_eq!(std::fs::read(dl.path().join("swarm.bin")).unwrap(), data);
     assert!(flipped.load(Ordering::Relaxed) > 0);
+    // Dropped for what it sent, it is not connected to again.
+    assert_eq!(relay_connections.load(Ordering::Relaxed), 1);
 
     // The corrupting source is named: address, peer id, block.
     let named = format!("source {relay_addr} ({relay_id}) dropped: sent corrupt data: block ");
