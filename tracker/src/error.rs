@@ -15,6 +15,9 @@
 
 use axum::Json;
 use axum::body::Body;
+use std::error::Error as StdError;
+
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
@@ -169,10 +172,35 @@ where
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(Error::Rejection {
                 status: rejection.status(),
-                detail: rejection.body_text(),
+                detail: value_error(&rejection).unwrap_or_else(|| rejection.body_text()),
             }),
         }
     }
+}
+
+/// For a body whose JSON is well-formed but holds a value that does not
+/// fit (a bad name or hash, a wrong type): where it is and why, as
+/// `files[0].name: file name "a/b" contains '/'; …`, without axum's
+/// preamble and serde's line and column.
+fn value_error(rejection: &JsonRejection) -> Option<String> {
+    if !matches!(rejection, JsonRejection::JsonDataError(_)) {
+        return None;
+    }
+    let mut source = StdError::source(rejection);
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            let inner = e.inner();
+            let text = inner.to_string();
+            let position = format!(" at line {} column {}", inner.line(), inner.column());
+            let why = text.strip_suffix(&position).unwrap_or(&text);
+            return Some(match e.path().to_string().as_str() {
+                "." => why.to_owned(),
+                path => format!("{path}: {why}"),
+            });
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// `axum::extract::Query`, but its rejections are problem documents.

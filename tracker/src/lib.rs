@@ -5,16 +5,21 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: flags and `SBCFTP_…` environment variables.
-//! - [`run`]: connects, migrates, serves until shutdown; `main.rs` is thin.
-//! - `routes/`: one module per feature (peers, files, health), merged in
-//!   `routes/mod.rs` with the layers (body limit, concurrency, timeout,
-//!   request id, tracing, problem+json for bare errors).
-//! - `error`: the one error type, answered as RFC 9457 problem+json.
-//! - `store/`: database access over SQLite, MySQL/MariaDB and PostgreSQL.
-//! - `liveness`: heartbeat cache and flush, and the sweep.
-//! - `addr`: the peer's address from the connection (and trusted proxies).
-//! - `openapi`, `metrics`.
+//! A request goes down these layers; no module imports one above it.
+//!
+//! | layer | module | what it holds |
+//! | --- | --- | --- |
+//! | start | [`run`] (here), `main.rs` | connect, migrate, spawn the background task, serve until shutdown; `main.rs` only parses flags and signals |
+//! | config | [`config`] | every flag and `SBCFTP_…` variable, validated once |
+//! | HTTP | `routes/` | one module per feature (`peers`, `files`, `health`), merged in `routes/mod.rs` with the layers (body limit, concurrency, timeout, request id, tracing, problem+json for bare errors); `routes/auth.rs`: the extractors that authenticate (`AuthPeer`, `RegistrationKey`); `routes/doc.rs`: shared error descriptions |
+//! | HTTP edge | `error`, `addr` | the one error type and its status for every failure below; the client's address (trusted proxies) |
+//! | document | [`openapi`] | the OpenAPI document assembled from the routes |
+//! | liveness | `liveness/` | heartbeat cache and flush (`mod.rs`, with its own `AuthError`), the sweep and checkpoints (`background.rs`) |
+//! | data | [`store`] | the database over SQLite, MySQL/MariaDB and PostgreSQL, one file per concern, every statement in `store/sql.rs` |
+//! | time | `clock` | the one clock: now, online-since |
+//!
+//! `state` is what handlers share (config, store, liveness); `metrics` is
+//! the Prometheus text of `/metrics`.
 
 mod addr;
 mod clock;

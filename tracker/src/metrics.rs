@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -57,53 +57,56 @@ pub fn render(state: &AppState) -> String {
         .map(|h| h.render())
         .unwrap_or_default();
     let s = &state.liveness.stats;
-    let mut line = |name: &str, kind: &str, help: &str, value: u64| {
+    let series: [(&str, &str, &str, &AtomicU64); 7] = [
+        (
+            "sbcftp_heartbeats_total",
+            "counter",
+            "Heartbeats accepted by this tracker.",
+            &s.heartbeats,
+        ),
+        (
+            "sbcftp_sweeps_total",
+            "counter",
+            "Sweeps this tracker ran while holding the sweep lease.",
+            &s.sweeps,
+        ),
+        (
+            "sbcftp_peers_swept_total",
+            "counter",
+            "Stale peers removed by this tracker's sweeps.",
+            &s.peers_swept,
+        ),
+        (
+            "sbcftp_sweep_errors_total",
+            "counter",
+            "Sweeps that failed with a database error.",
+            &s.sweep_errors,
+        ),
+        (
+            "sbcftp_heartbeat_flush_errors_total",
+            "counter",
+            "Heartbeat flushes that failed with a database error.",
+            &s.flush_errors,
+        ),
+        (
+            "sbcftp_online_peers",
+            "gauge",
+            "Online peers at the last sweep tick.",
+            &s.online_peers,
+        ),
+        (
+            "sbcftp_heartbeat_last_flush_microseconds",
+            "gauge",
+            "Duration of the last heartbeat flush.",
+            &s.last_flush_micros,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let value = value.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
-    };
-    line(
-        "sbcftp_heartbeats_total",
-        "counter",
-        "Heartbeats accepted by this tracker.",
-        s.heartbeats.load(Ordering::Relaxed),
-    );
-    line(
-        "sbcftp_sweeps_total",
-        "counter",
-        "Sweeps this tracker ran while holding the sweep lease.",
-        s.sweeps.load(Ordering::Relaxed),
-    );
-    line(
-        "sbcftp_peers_swept_total",
-        "counter",
-        "Stale peers removed by this tracker's sweeps.",
-        s.peers_swept.load(Ordering::Relaxed),
-    );
-    line(
-        "sbcftp_sweep_errors_total",
-        "counter",
-        "Sweeps that failed with a database error.",
-        s.sweep_errors.load(Ordering::Relaxed),
-    );
-    line(
-        "sbcftp_heartbeat_flush_errors_total",
-        "counter",
-        "Heartbeat flushes that failed with a database error.",
-        s.flush_errors.load(Ordering::Relaxed),
-    );
-    line(
-        "sbcftp_online_peers",
-        "gauge",
-        "Online peers at the last sweep tick.",
-        s.online_peers.load(Ordering::Relaxed),
-    );
-    line(
-        "sbcftp_heartbeat_last_flush_microseconds",
-        "gauge",
-        "Duration of the last heartbeat flush.",
-        s.last_flush_micros.load(Ordering::Relaxed),
-    );
+    }
     out
 }

@@ -3,7 +3,7 @@
 //! `routes::api_router`), the schemas from `sbcftp_api`'s derives.
 //!
 //! Routes list their error answers by status and description only;
-//! [`ProblemBodies`] gives each the problem+json body, so the document says
+//! `ProblemBodies` gives each the problem+json body, so the document says
 //! in one place what the tracker does everywhere: every error is an RFC 9457
 //! problem document.
 //!

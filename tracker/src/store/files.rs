@@ -1,7 +1,7 @@
 //! Files: changes to a peer's file list, pages of contents (one row per
 //! distinct hash) and the search by name.
 //!
-//! Every insert of file rows goes through [`insert_files`], in hash order
+//! Every write of file rows goes through [`write_files`], in hash order
 //! and in multi-row statements. A page of contents is two queries: the page
 //! of distinct hashes (walking the `files(hash, …)` index from the cursor),
 //! then the holders of just those hashes.
@@ -60,26 +60,64 @@ struct HashRow {
     hash: ContentHash,
 }
 
-/// Inserts `files` for `peer_id` on `conn` (inside the caller's
-/// transaction): the one place file rows are written. In hash order, so
-/// the `files(hash, …)` index is walked once front to back instead of at
-/// random; [`INSERT_CHUNK`] rows per statement.
-pub(super) async fn insert_files<DB>(
+/// Which files a change removes before it inserts.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Removal<'a> {
+    /// None (a new peer).
+    Nothing,
+    /// Every file of the peer (a replacement).
+    All,
+    /// These names (and the names about to be inserted).
+    Named(&'a [FileName]),
+}
+
+/// The one place file rows are written, inside the caller's transaction
+/// and after the peer row is locked (or inserted): removes, inserts `add`,
+/// and sets `file_count`, unless the peer would end up with more than `cap`
+/// files. The caller commits only on [`FilesOutcome::Done`].
+///
+/// Rows are inserted in hash order, so the `files(hash, …)` index is walked
+/// once front to back instead of at random, [`INSERT_CHUNK`] rows per
+/// statement.
+pub(super) async fn write_files<DB>(
     tx: &mut sqlx::Transaction<'_, DB>,
     sql: &Statements,
     peer_id: &PeerId,
-    files: &[FileEntry],
-) -> Result<(), sqlx::Error>
+    remove: Removal<'_>,
+    add: &[FileEntry],
+    cap: usize,
+) -> Result<FilesOutcome, sqlx::Error>
 where
     DB: sqlx::Database,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'q> PeerId: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> FileName: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> ContentHash: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
-    let mut sorted: Vec<&FileEntry> = files.iter().collect();
+    match remove {
+        Removal::Nothing => {}
+        Removal::All => {
+            sqlx::query::<DB>(fixed(&sql.delete_files))
+                .bind(peer_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Removal::Named(names) => {
+            let names: Vec<&FileName> = names.iter().chain(add.iter().map(|f| &f.name)).collect();
+            for chunk in names.chunks(IN_CHUNK) {
+                let mut q =
+                    sqlx::query::<DB>(built(sql.delete_files_named(chunk.len()))).bind(peer_id);
+                for name in chunk {
+                    q = q.bind(*name);
+                }
+                q.execute(&mut **tx).await?;
+            }
+        }
+    }
+    let mut sorted: Vec<&FileEntry> = add.iter().collect();
     sorted.sort_unstable_by_key(|f| f.hash);
     for chunk in sorted.chunks(INSERT_CHUNK) {
         let mut q = sqlx::query::<DB>(built(sql.insert_files(chunk.len())));
@@ -90,7 +128,25 @@ where
         }
         q.execute(&mut **tx).await?;
     }
-    Ok(())
+    let count: i64 = match remove {
+        Removal::Nothing | Removal::All => i64::try_from(add.len()).unwrap_or(i64::MAX),
+        Removal::Named(_) => {
+            sqlx::query_scalar::<DB, i64>(fixed(&sql.count_files))
+                .bind(peer_id)
+                .fetch_one(&mut **tx)
+                .await?
+        }
+    };
+    let count_u = u64::try_from(count).unwrap_or(0);
+    if count_u > cap as u64 {
+        return Ok(FilesOutcome::OverCap(count_u));
+    }
+    sqlx::query::<DB>(fixed(&sql.set_file_count))
+        .bind(count)
+        .bind(peer_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(FilesOutcome::Done(count_u))
 }
 
 impl Store {
@@ -100,26 +156,8 @@ impl Store {
         peer_id: &PeerId,
         files: &[FileEntry],
     ) -> Result<FilesOutcome, sqlx::Error> {
-        let count = i64::try_from(files.len()).unwrap_or(i64::MAX);
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let found = sqlx::query(fixed(&self.sql.set_file_count))
-                .bind(count)
-                .bind(peer_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if found == 0 {
-                return Ok(FilesOutcome::NoPeer);
-            }
-            sqlx::query(fixed(&self.sql.delete_files))
-                .bind(peer_id)
-                .execute(&mut *tx)
-                .await?;
-            insert_files(&mut tx, &self.sql, peer_id, files).await?;
-            tx.commit().await?;
-        });
-        Ok(FilesOutcome::Done(files.len() as u64))
+        self.change_files(peer_id, Removal::All, files, usize::MAX)
+            .await
     }
 
     /// Removes files by name (and the names about to be re-added), adds
@@ -131,7 +169,21 @@ impl Store {
         add: &[FileEntry],
         cap: usize,
     ) -> Result<FilesOutcome, sqlx::Error> {
-        let names: Vec<&FileName> = remove.iter().chain(add.iter().map(|f| &f.name)).collect();
+        self.change_files(peer_id, Removal::Named(remove), add, cap)
+            .await
+    }
+
+    /// [`write_files`] in its own transaction, committed only when done.
+    /// The transaction starts by locking the peer row: the existence check,
+    /// and on SQLite the write lock taken first, so the transaction never
+    /// has to upgrade a read lock.
+    async fn change_files(
+        &self,
+        peer_id: &PeerId,
+        remove: Removal<'_>,
+        add: &[FileEntry],
+        cap: usize,
+    ) -> Result<FilesOutcome, sqlx::Error> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let found = sqlx::query(fixed(&self.sql.lock_peer))
@@ -142,31 +194,13 @@ impl Store {
             if found == 0 {
                 return Ok(FilesOutcome::NoPeer);
             }
-            for chunk in names.chunks(IN_CHUNK) {
-                let mut q = sqlx::query(built(self.sql.delete_files_named(chunk.len())))
-                    .bind(peer_id);
-                for name in chunk {
-                    q = q.bind(*name);
-                }
-                q.execute(&mut *tx).await?;
-            }
-            insert_files(&mut tx, &self.sql, peer_id, add).await?;
-            let count: i64 = sqlx::query_scalar(fixed(&self.sql.count_files))
-                .bind(peer_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let count_u = u64::try_from(count).unwrap_or(0);
-            if count_u > cap as u64 {
+            let outcome = write_files(&mut tx, &self.sql, peer_id, remove, add, cap).await?;
+            if matches!(outcome, FilesOutcome::Done(_)) {
+                tx.commit().await?;
+            } else {
                 tx.rollback().await?;
-                return Ok(FilesOutcome::OverCap(count_u));
             }
-            sqlx::query(fixed(&self.sql.set_file_count))
-                .bind(count)
-                .bind(peer_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(FilesOutcome::Done(count_u))
+            Ok(outcome)
         })
     }
 

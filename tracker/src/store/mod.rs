@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //!
-//! - [`connect`](self::connect): [`Backend`] from the URL, one pool per
+//! - `connect`: [`Backend`] from the URL, one pool per
 //!   backend with its settings, a probe that names why a connection fails.
 //! - `migrate`: the migrations of `migrations/<backend>/`, embedded at build
 //!   time (adding a migration is adding a file).

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use sbcftp_api::{FileEntry, PeerId};
 
-use super::files::{FileRow, insert_files};
+use super::files::{FileRow, Removal, write_files};
 use super::{IN_CHUNK, Store, built, fixed, with_pool};
 
 /// A peer row as stored (times in unix milliseconds).
@@ -53,7 +53,6 @@ impl Store {
         peer: &NewPeer<'_>,
         files: &[FileEntry],
     ) -> Result<(), sqlx::Error> {
-        let count = i64::try_from(files.len()).unwrap_or(i64::MAX);
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(fixed(&self.sql.insert_peer))
@@ -62,10 +61,11 @@ impl Store {
                 .bind(peer.addr)
                 .bind(peer.now)
                 .bind(peer.now)
-                .bind(count)
                 .execute(&mut *tx)
                 .await?;
-            insert_files(&mut tx, &self.sql, &peer.peer_id, files).await?;
+            // No cap here: the handler has checked the list.
+            write_files(&mut tx, &self.sql, &peer.peer_id, Removal::Nothing, files, usize::MAX)
+                .await?;
             tx.commit().await?;
         });
         Ok(())

@@ -20,46 +20,45 @@ use std::sync::Arc;
 use super::Backend;
 
 /// Cheapest round trip, for `/healthz`.
-const PING: &str = "SELECT 1";
+pub const PING: &str = "SELECT 1";
 
-/// A new peer (file_count set by the caller).
-const INSERT_PEER: &str = "INSERT INTO peers (peer_id, token_hash, addr, registered_at, last_seen, file_count) \
-     VALUES (?, ?, ?, ?, ?, ?)";
+/// A new peer (its file_count is set when its files are written).
+pub const INSERT_PEER: &str = "INSERT INTO peers (peer_id, token_hash, addr, registered_at, last_seen) \
+     VALUES (?, ?, ?, ?, ?)";
 
 /// The stored token hash and last heartbeat of a peer.
-const PEER_AUTH: &str = "SELECT token_hash, last_seen FROM peers WHERE peer_id = ?";
+pub const PEER_AUTH: &str = "SELECT token_hash, last_seen FROM peers WHERE peer_id = ?";
 
-/// Sets file_count; also the existence check and row lock at the start of a
-/// file-list replacement (and on SQLite takes the write lock first, so the
-/// transaction never has to upgrade a read lock).
-const SET_FILE_COUNT: &str = "UPDATE peers SET file_count = ? WHERE peer_id = ?";
+/// Sets file_count, at the end of a file-list change.
+pub const SET_FILE_COUNT: &str = "UPDATE peers SET file_count = ? WHERE peer_id = ?";
 
-/// Locks the peer row without changing it (start of a file-list patch).
-const LOCK_PEER: &str = "UPDATE peers SET file_count = file_count WHERE peer_id = ?";
+/// Locks the peer row without changing it: the existence check at the start
+/// of a file-list change (on SQLite it also takes the write lock first).
+pub const LOCK_PEER: &str = "UPDATE peers SET file_count = file_count WHERE peer_id = ?";
 
 /// Counts a peer's files.
-const COUNT_FILES: &str = "SELECT COUNT(*) FROM files WHERE peer_id = ?";
+pub const COUNT_FILES: &str = "SELECT COUNT(*) FROM files WHERE peer_id = ?";
 
 /// Removes every file of a peer.
-const DELETE_FILES: &str = "DELETE FROM files WHERE peer_id = ?";
+pub const DELETE_FILES: &str = "DELETE FROM files WHERE peer_id = ?";
 
 /// Removes a peer (its files go with it: ON DELETE CASCADE).
-const DELETE_PEER: &str = "DELETE FROM peers WHERE peer_id = ?";
+pub const DELETE_PEER: &str = "DELETE FROM peers WHERE peer_id = ?";
 
 /// One online peer.
-const GET_PEER: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count FROM peers \
+pub const GET_PEER: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count FROM peers \
      WHERE peer_id = ? AND last_seen >= ?";
 
 /// A peer's files.
-const PEER_FILES: &str = "SELECT name, size, hash FROM files WHERE peer_id = ? ORDER BY name";
+pub const PEER_FILES: &str = "SELECT name, size, hash FROM files WHERE peer_id = ? ORDER BY name";
 
 /// A page of online peers after a cursor.
-const LIST_PEERS: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count FROM peers \
+pub const LIST_PEERS: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count FROM peers \
      WHERE last_seen >= ? AND peer_id > ? ORDER BY peer_id LIMIT ?";
 
 /// A page of distinct hashes held by online peers: SQLite and PostgreSQL
 /// walk the `files(hash, …)` index from the cursor.
-const HASH_PAGE: &str = "SELECT DISTINCT f.hash FROM files f JOIN peers p ON p.peer_id = f.peer_id \
+pub const HASH_PAGE: &str = "SELECT DISTINCT f.hash FROM files f JOIN peers p ON p.peer_id = f.peer_id \
      WHERE p.last_seen >= ? AND f.hash > ? ORDER BY f.hash LIMIT ?";
 
 /// The same on MySQL/MariaDB, which must be told to walk `files` in hash
@@ -67,37 +66,37 @@ const HASH_PAGE: &str = "SELECT DISTINCT f.hash FROM files f JOIN peers p ON p.p
 /// from `peers`, builds a temporary table of every file row and sorts it
 /// (over 10 s a page at 1M rows); `STRAIGHT_JOIN` with `GROUP BY` instead of
 /// `DISTINCT` answers the same page in about 55 ms (BENCHMARKS.md).
-const HASH_PAGE_MYSQL: &str = "SELECT f.hash FROM files f STRAIGHT_JOIN peers p ON p.peer_id = f.peer_id \
+pub const HASH_PAGE_MYSQL: &str = "SELECT f.hash FROM files f STRAIGHT_JOIN peers p ON p.peer_id = f.peer_id \
      WHERE p.last_seen >= ? AND f.hash > ? GROUP BY f.hash ORDER BY f.hash LIMIT ?";
 
 /// A page of hashes with a name matching a `LIKE` pattern of lowercase text,
 /// PostgreSQL: `LOWER(name)` makes it case-insensitive.
-const SEARCH_PAGE: &str = "SELECT DISTINCT f.hash FROM files f JOIN peers p ON p.peer_id = f.peer_id \
+pub const SEARCH_PAGE: &str = "SELECT DISTINCT f.hash FROM files f JOIN peers p ON p.peer_id = f.peer_id \
      WHERE p.last_seen >= ? AND f.hash > ? AND LOWER(f.name) LIKE ? ESCAPE '!' \
      ORDER BY f.hash LIMIT ?";
 
 /// The same on SQLite, whose `LIKE` already ignores ASCII case (and whose
 /// `LOWER` folds only ASCII): without `LOWER` a scan costs half as much.
-const SEARCH_PAGE_SQLITE: &str = "SELECT DISTINCT f.hash FROM files f JOIN peers p ON p.peer_id = f.peer_id \
+pub const SEARCH_PAGE_SQLITE: &str = "SELECT DISTINCT f.hash FROM files f JOIN peers p ON p.peer_id = f.peer_id \
      WHERE p.last_seen >= ? AND f.hash > ? AND f.name LIKE ? ESCAPE '!' \
      ORDER BY f.hash LIMIT ?";
 
 /// The same on MySQL/MariaDB: the join order of [`HASH_PAGE_MYSQL`], and
 /// `LOWER` because the names' `utf8mb4_bin` collation is case-sensitive.
-const SEARCH_PAGE_MYSQL: &str = "SELECT f.hash FROM files f STRAIGHT_JOIN peers p ON p.peer_id = f.peer_id \
+pub const SEARCH_PAGE_MYSQL: &str = "SELECT f.hash FROM files f STRAIGHT_JOIN peers p ON p.peer_id = f.peer_id \
      WHERE p.last_seen >= ? AND f.hash > ? AND LOWER(f.name) LIKE ? ESCAPE '!' \
      GROUP BY f.hash ORDER BY f.hash LIMIT ?";
 
 /// Takes the sweep lease when it is free (or already ours).
-const TAKE_LEASE: &str = "UPDATE sweep_lease SET holder = ?, until_ms = ? \
+pub const TAKE_LEASE: &str = "UPDATE sweep_lease SET holder = ?, until_ms = ? \
      WHERE id = 1 AND (until_ms <= ? OR holder = ?)";
 
 /// Peers whose last heartbeat is older than the TTL.
-const STALE_PEERS: &str =
+pub const STALE_PEERS: &str =
     "SELECT peer_id FROM peers WHERE last_seen < ? ORDER BY last_seen LIMIT ?";
 
 /// Online peers, for the gauge.
-const COUNT_ONLINE: &str = "SELECT COUNT(*) FROM peers WHERE last_seen >= ?";
+pub const COUNT_ONLINE: &str = "SELECT COUNT(*) FROM peers WHERE last_seen >= ?";
 
 /// SQLite: copies the write-ahead log back into the database file without
 /// blocking readers or writers.

@@ -137,6 +137,22 @@ async fn bad_input_is_rejected_and_changes_nothing(backend: Backend) {
             .unwrap();
         expect_problem(r, *status, &format!("register: {what}")).await;
     }
+    // A bad value says where it is and why, in the words of its parser.
+    let r = app
+        .client
+        .post(app.url("/api/v1/peers"))
+        .json(&json!({"port": 1, "files": [ok("fine"), entry(json!("a/b"), json!(1), json!(good_hash))]}))
+        .send()
+        .await
+        .unwrap();
+    let p = expect_problem(r, 422, "register: slash").await;
+    assert_eq!(
+        p.detail.as_deref(),
+        Some(
+            "files[1].name: file name \"a/b\" contains '/'; a name is one path component \
+             without slashes, backslashes or control characters"
+        )
+    );
     let raw_cases: Vec<(&str, Option<&str>, String, u16)> = vec![
         (
             "malformed JSON",
