@@ -622,7 +622,13 @@ impl<'s, 'a> Coordinator<'s, 'a, '_> {
     ) -> Result<(), LocalError> {
         let size = outline.size();
         tracing::debug!(size, "outline proven");
+        let checking = std::time::Instant::now();
         let mut done = self.part.verified_blocks(&outline)?;
+        tracing::debug!(
+            secs = checking.elapsed().as_secs_f64(),
+            blocks = done.iter().filter(|d| **d).count(),
+            "part file re-verified"
+        );
         let resumed: u64 = (0u64..)
             .zip(&done)
             .filter(|&(_, d)| *d)

@@ -6,7 +6,11 @@
 //! piece by piece through the [`Connection`], each piece within the write
 //! deadline. This is the data path: it runs like a plain file→TCP copy.
 //! (`std::io::copy` from a `File` to a `TcpStream` was tried: std did not use
-//! `sendfile` for it here and fell back to 8 KiB reads and writes.)
+//! `sendfile` for it here and fell back to 8 KiB reads and writes. `sendfile`
+//! itself, through rustix, was measured against this loop: it saved the
+//! server about 7 % of its CPU, but the downloader on the same machine spent
+//! 1.5 to 2 times more system time receiving, and 4 of 5 paired runs were
+//! slower; see BENCHMARKS.md.)
 //!
 //! An upload limit is shared by all connections ([`Pacer`]): each piece
 //! reserves its slot in time and its sender sleeps until the slot starts.
@@ -75,6 +79,10 @@ impl Responder {
     /// the framing, or `shutdown` is cancelled.
     pub(super) fn serve(&self, mut conn: Connection, shutdown: &CancellationToken) {
         let addr = conn.peer();
+        // One buffer for all of this connection's READ answers: a downloader
+        // sends one READ per block, and a fresh 1 MiB buffer per answer costs
+        // a page fault per 4 KiB.
+        let mut buf = Vec::new();
         let end = loop {
             if shutdown.is_cancelled() {
                 break End::Closed;
@@ -102,7 +110,7 @@ impl Responder {
             };
             let result = match req.kind {
                 Kind::Outline => self.answer_outline(&mut conn, &req),
-                Kind::Read => self.answer_read(&mut conn, addr, &req),
+                Kind::Read => self.answer_read(&mut conn, addr, &req, &mut buf),
             };
             match result {
                 Ok(true) => {}
@@ -152,6 +160,7 @@ impl Responder {
         conn: &mut Connection,
         addr: SocketAddr,
         req: &Request,
+        buf: &mut Vec<u8>,
     ) -> io::Result<bool> {
         let Some(f) = self.shared_or_not_found(conn, req)? else {
             return Ok(true);
@@ -191,7 +200,10 @@ impl Responder {
 
         let started = Instant::now();
         let len = usize::try_from(req.length).unwrap_or(self.piece);
-        let mut buf = vec![0u8; self.piece.min(len).max(1)];
+        let want = self.piece.min(len).max(1);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
         let mut pos = req.offset;
         let outcome: io::Result<()> = (|| {
             while pos < end {
