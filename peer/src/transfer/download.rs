@@ -273,11 +273,7 @@ fn run(
             }
             let tried = report.sources.len();
             match (size, end) {
-                (None, End::Cancelled) => Err(DownloadError::Interrupted {
-                    verified: 0,
-                    size: 0,
-                    part: part_path,
-                }),
+                (None, End::Cancelled) => Err(DownloadError::InterruptedEarly),
                 (None, _) => Err(DownloadError::NoOutline { tried }),
                 (Some(size), End::Cancelled) => Err(DownloadError::Interrupted {
                     verified,

@@ -172,6 +172,10 @@ pub enum DownloadError {
         "no source sent the content's outline ({tried} tried); ask `sbcftp-peer files` whether anyone still shares it, then run the same command again"
     )]
     NoOutline { tried: usize },
+    /// The user interrupted before any source sent the outline: nothing was
+    /// kept.
+    #[error("interrupted before the download started; nothing was kept")]
+    InterruptedEarly,
     /// Every source failed; the verified part is kept.
     #[error(
         "no source left ({tried} tried); {verified} of {size} bytes are verified in {part}; run the same command again to resume"

@@ -168,15 +168,9 @@ impl PartFile {
 
     /// Writes a verified block that starts at byte `start`.
     pub fn write_at(&self, start: u64, data: &[u8]) -> Result<(), LocalError> {
-        self.file.write_all_at(data, start).map_err(|e| {
-            let path = self.path.display().to_string();
-            match e.kind() {
-                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-                    LocalError::DiskFull { path, source: e }
-                }
-                _ => LocalError::io(format!("cannot write {path}"))(e),
-            }
-        })
+        self.file
+            .write_all_at(data, start)
+            .map_err(|e| write_error(&self.path, e))
     }
 
     /// Gives the complete part file (`size` bytes) its final name: syncs it,
@@ -252,6 +246,18 @@ fn data_ranges(file: &File, len: u64) -> Vec<(u64, u64)> {
         pos = end;
     }
     out
+}
+
+/// A failed write to the part file at `path`: a full disk (or quota) says
+/// so, so the user knows what to free.
+fn write_error(path: &Path, e: io::Error) -> LocalError {
+    let path = path.display().to_string();
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            LocalError::DiskFull { path, source: e }
+        }
+        _ => LocalError::io(format!("cannot write {path}"))(e),
+    }
 }
 
 /// Syncs the folder `dir`, so a new name in it survives a crash. A
@@ -432,6 +438,31 @@ mod tests {
         part.finish(&final_path, data.len() as u64, true).unwrap();
         assert_eq!(std::fs::read(&final_path).unwrap(), data);
         assert!(!part_path.exists());
+    }
+
+    #[test]
+    fn a_full_disk_says_so_and_what_to_do() {
+        let full = write_error(Path::new("/d/.f.part"), io::Error::from_raw_os_error(28));
+        assert!(matches!(full, LocalError::DiskFull { .. }), "{full:?}");
+        assert_eq!(
+            full.to_string(),
+            "cannot write /d/.f.part: the disk is full"
+        );
+        let stopped = crate::transfer::error::DownloadError::Stopped {
+            cause: full,
+            verified: 3,
+            size: 9,
+            part: "/d/.f.part".into(),
+        };
+        assert_eq!(
+            crate::ui::error_chain(&stopped),
+            "cannot write /d/.f.part: the disk is full; 3 of 9 bytes are verified in /d/.f.part; run the same command again to resume once that is fixed: No space left on device (os error 28)"
+        );
+        let other = write_error(Path::new("/d/x"), io::Error::from_raw_os_error(5));
+        assert!(
+            other.to_string().starts_with("cannot write /d/x: "),
+            "{other}"
+        );
     }
 
     #[test]
