@@ -391,6 +391,11 @@ impl<'a> Swarm<'a> {
         Some(Opened { swarm: self, id })
     }
 
+    /// Whether the download is over (every source is being stopped).
+    pub(super) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
     /// Whether source `id` was dropped for what it sent.
     pub(super) fn is_banned(&self, id: usize) -> bool {
         self.banned.lock().map(|b| b.contains(&id)).unwrap_or(true)

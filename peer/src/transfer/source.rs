@@ -57,6 +57,10 @@ pub(super) fn run(swarm: &Swarm<'_>, id: usize, source: &Source) -> Result<(), R
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        if swarm.is_stopped() {
+            // The download ended and closed this connection: not a failure.
+            return Ok(());
+        }
         if !failure.is_retryable() || retries >= RETRIES || swarm.is_banned(id) {
             return Err(failure);
         }

@@ -191,6 +191,42 @@ async fn four_sources_at_once_byte_exact() {
     assert!(reads >= 25, "{reads} READs for 25 blocks");
 }
 
+/// `--max-sources 1`: one source at a time, the other holder waits as a
+/// replacement and is never needed; `--max-download-rate` is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_sources_caps_the_sources_in_use() {
+    let tracker = Tracker::start().await;
+    let data = bytes(3 * MIB + 1, 34);
+    let _a = PeerProc::start(&tracker, "127.0.0.2", &[("swarm.bin", &data)], &[]).await;
+    let _b = PeerProc::start(&tracker, "127.0.0.3", &[("swarm.bin", &data)], &[]).await;
+    let dl = tempfile::tempdir().unwrap();
+    let od = dl.path().to_str().unwrap();
+    let out = peer_cmd(
+        &tracker,
+        &[
+            "get",
+            "swarm.bin",
+            "--out",
+            od,
+            "--json",
+            "--max-sources",
+            "1",
+            "--max-download-rate",
+            "1GiB/s",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(std::fs::read(dl.path().join("swarm.bin")).unwrap(), data);
+    let json = summary(&out);
+    let sources = json["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 1, "{json:#}");
+    assert_eq!(sources[0]["bytes"], data.len() as u64);
+
+    let out = peer_cmd(&tracker, &["get", "swarm.bin", "--max-sources", "0"]).await;
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+}
+
 /// The sources of the worst case, at once: one corrupts every READ
 /// answer (a relay in front of a real peer), one freezes mid-transfer
 /// (SIGSTOP), one dies mid-transfer (SIGKILL), one trickles 4 KiB/s; and a
