@@ -5,7 +5,8 @@
 # `<!-- quickstart:end -->`. Lines a person runs in their own terminal (the
 # tracker, `serve`) run in the background here, and the script waits until
 # each is ready (the tracker answers /healthz; the tracker lists the new peer).
-# `cargo test --workspace` is skipped: .ci/run has just run it.
+# `cargo test --workspace` is skipped: .ci/run has just run it. Then, while
+# the tracker and peers still run, .ci/curl.sh replays the curl section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tracker=http://127.0.0.1:8080
@@ -76,3 +77,6 @@ done
 got=$(cat demo/bob/Downloads/hello.txt)
 [ "$got" = "hello from alice" ] || { echo "error: downloaded file holds '$got'" >&2; exit 1; }
 echo "quickstart: OK (${n} commands; bob downloaded alice's file byte for byte)"
+
+# The README's curl section, against this tracker and these peers.
+bash .ci/curl.sh

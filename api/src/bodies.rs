@@ -87,6 +87,16 @@ pub struct HeartbeatResponse {
     pub heartbeat_interval_secs: u64,
     /// How long after its last heartbeat a peer is swept, in seconds.
     pub ttl_secs: u64,
+    /// Whether the tracker could reach the peer's address with the peer
+    /// protocol at its last check; `null` when not checked (yet, or the
+    /// tracker's check is off). Checked shortly after registration and
+    /// again now and then.
+    #[serde(default)]
+    pub reachable: Option<bool>,
+    /// Why the last check failed (`"connection refused"`, `"connection
+    /// timed out"`, …); `null` unless `reachable` is false.
+    #[serde(default)]
+    pub unreachable_reason: Option<String>,
 }
 
 /// `PUT /api/v1/peers/{peer_id}/files`: replace the peer's whole file list.
@@ -133,6 +143,16 @@ pub struct Peer {
     /// When the tracker last heard from the peer, RFC 3339 UTC.
     pub last_seen: String,
     pub file_count: u64,
+    /// Whether the tracker could reach `addr` with the peer protocol at its
+    /// last check; `null` when not checked (yet, or the check is off).
+    #[serde(default)]
+    pub reachable: Option<bool>,
+    /// When reachability was last checked, RFC 3339 UTC; `null` if never.
+    #[serde(default)]
+    pub reachable_checked_at: Option<String>,
+    /// Why the last check failed; `null` unless `reachable` is false.
+    #[serde(default)]
+    pub unreachable_reason: Option<String>,
     /// The peer's files (only in `GET /api/v1/peers/{peer_id}`; omitted in lists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileEntry>>,
@@ -155,6 +175,10 @@ pub struct PeerRef {
     pub peer_id: PeerId,
     /// Where to download from, `ip:port` (`[v6]:port`).
     pub addr: String,
+    /// Whether the tracker could reach it at its last check (`null`: not
+    /// checked). Holders are listed reachable first, unreachable last.
+    #[serde(default)]
+    pub reachable: Option<bool>,
 }
 
 /// One distinct content (one hash) and every online peer that holds it.
@@ -169,7 +193,8 @@ pub struct Content {
     /// The distinct names peers share it under, sorted.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub names: Vec<FileName>,
-    /// The online peers that hold it.
+    /// The online peers that hold it: reachable ones first, then those not
+    /// checked, then unreachable ones.
     pub peers: Vec<PeerRef>,
 }
 

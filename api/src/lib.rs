@@ -3,9 +3,9 @@
 //!
 //! The tracker serialises and checks requests with these types; the peer
 //! deserialises answers with them. Neither side defines a JSON shape of its
-//! own, so the two cannot drift. This crate needs only `serde`; the `openapi`
-//! feature adds the utoipa schema derives the tracker's OpenAPI document is
-//! generated from.
+//! own, so the two cannot drift. This crate needs only `serde` and
+//! `thiserror`; the `openapi` feature adds the utoipa schema derives the
+//! tracker's OpenAPI document is generated from.
 //!
 //! # Layout
 //!
@@ -20,13 +20,19 @@
 //!   plus [`Problem`], the RFC 9457 error body. Checks that need a whole body
 //!   (unique names, the per-peer cap) belong to the tracker, which knows its
 //!   limits.
+//! - [`search`]: what a search query means: the folding and word splitting
+//!   the tracker indexes names with and the peer builds its queries with.
+//! - [`wire`]: the peer-to-peer wire format (`peer/PROTOCOL.md`), spoken by
+//!   peers to each other and by the tracker's reachability check.
 
 pub mod bodies;
 mod content_hash;
 mod file_name;
 mod peer_id;
+pub mod search;
 #[cfg(feature = "sqlx")]
 mod sqlx_text;
+pub mod wire;
 
 pub use bodies::*;
 pub use content_hash::{ContentHash, HASH_HEX_LEN};

@@ -18,30 +18,40 @@ use clap::{Args, Parser, Subcommand};
 /// SBCFTP peer: share a folder, find files through the tracker, download them
 /// directly from other peers, verified.
 #[derive(Debug, Parser)]
-#[command(name = "sbcftp-peer", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "sbcftp-peer",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = EXAMPLES
+)]
 pub struct Cli {
-    /// The tracker's base URL.
+    /// The tracker's URL: `http://HOST:PORT` (`HOST:PORT` means http://).
     #[arg(
         long,
         global = true,
         env = "SBCFTP_TRACKER",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8080",
+        help_heading = GLOBAL
     )]
     pub tracker: String,
 
-    /// Key for a private tracker, sent as `Authorization: Bearer <key>` when registering.
+    /// Key of a private tracker; `serve` sends it as `Authorization: Bearer
+    /// <key>` when it registers (listing and downloading need no key).
     #[arg(
         long,
         global = true,
         env = "SBCFTP_PEER_REGISTRATION_KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = GLOBAL
     )]
     pub registration_key: Option<String>,
 
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info`, `sbcftp_peer=debug`).
     /// Falls back to `RUST_LOG`, then to `info` for `serve` and `warn` for the
     /// other commands.
-    #[arg(long, global = true, env = "SBCFTP_LOG")]
+    #[arg(long, global = true, env = "SBCFTP_LOG", help_heading = GLOBAL)]
     pub log: Option<String>,
 
     /// What to do.
@@ -49,19 +59,63 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The heading of the options every subcommand takes.
+const GLOBAL: &str = "Global options";
+
+const EXAMPLES: &str = "\
+Examples:
+  sbcftp-peer serve --share ./DistShared     share a folder (runs until Ctrl-C)
+  sbcftp-peer files                          what the tracker lists
+  sbcftp-peer get report.pdf                 download by name into ./Downloads
+  sbcftp-peer browse report                  pick from a numbered list
+  sbcftp-peer --tracker 10.0.0.5:8080 peers  another tracker";
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  sbcftp-peer serve --share ./DistShared
+  sbcftp-peer serve --share ~/Public --listen 192.168.1.20:44444
+  sbcftp-peer --tracker http://10.0.0.5:8080 serve --listen 127.0.0.2:0   (port 0: any free port)";
+
+const FILES_EXAMPLES: &str = "\
+Examples:
+  sbcftp-peer files
+  sbcftp-peer files report          names containing \"report\"
+  sbcftp-peer files --json | jq -r '.files[].hash'   full hashes";
+
+const PEERS_EXAMPLES: &str = "\
+Examples:
+  sbcftp-peer peers
+  sbcftp-peer peers --json | jq '.peers[].addr'";
+
+const GET_EXAMPLES: &str = "\
+Examples:
+  sbcftp-peer get report.pdf
+  sbcftp-peer get report.pdf --out ~/Downloads --name report-v2.pdf
+  sbcftp-peer get 6667692419a6              a hash prefix, as `files` shows it";
+
+const BROWSE_EXAMPLES: &str = "\
+Examples:
+  sbcftp-peer browse
+  sbcftp-peer browse .iso --out ~/Downloads";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Share a folder: hash it, register with the tracker, heartbeat, and serve
     /// its files to other peers until Ctrl-C or SIGTERM.
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
     /// List the contents the tracker knows (optionally matching QUERY).
+    #[command(after_help = FILES_EXAMPLES)]
     Files(FilesArgs),
     /// List the online peers.
+    #[command(after_help = PEERS_EXAMPLES)]
     Peers(PeersArgs),
     /// Download a content by hash or by exact name.
+    #[command(after_help = GET_EXAMPLES)]
     Get(GetArgs),
     /// Pick a content from a numbered list and download it.
+    #[command(after_help = BROWSE_EXAMPLES)]
     Browse(BrowseArgs),
 }
 
@@ -74,7 +128,7 @@ pub struct ServeArgs {
 
     /// Address to serve files on. A specific IP is also the address requests to
     /// the tracker leave from. Port 0 picks a free port (it is logged and registered).
-    #[arg(long, env = "SBCFTP_PEER_LISTEN", default_value = "0.0.0.0:44444")]
+    #[arg(long, env = "SBCFTP_PEER_LISTEN", default_value = "0.0.0.0:44444", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// Port to tell the tracker, when it differs from the listening port (NAT, port forwarding).
@@ -90,14 +144,36 @@ pub struct ServeArgs {
     )]
     pub cache_dir: Option<PathBuf>,
 
-    /// How often the share folder is rescanned (stat only; changed files are
-    /// re-hashed and the tracker is told).
-    #[arg(long, env = "SBCFTP_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    /// How often the whole share folder is rescanned without any event (stat
+    /// only). The folder is watched, so changes are seen within a second;
+    /// the rescan is a safety net (at least every 30s if watching fails).
+    #[arg(long, env = "SBCFTP_RESCAN_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub rescan_interval: Duration,
+
+    /// A new or changed file is announced once it was closed after writing,
+    /// or has not been written for this long.
+    #[arg(long, env = "SBCFTP_SETTLE_TIME", default_value = "1s", value_parser = parse_duration)]
+    pub settle_time: Duration,
+
+    /// Most bytes per second a file is hashed at (unlimited by default), so a
+    /// large copy into the folder does not take the whole disk.
+    #[arg(long, env = "SBCFTP_MAX_HASH_RATE")]
+    pub max_hash_rate: Option<u64>,
 
     /// Most connections served at once; more are answered BUSY.
     #[arg(long, env = "SBCFTP_PEER_MAX_CONNECTIONS", default_value_t = 64)]
     pub max_connections: usize,
+
+    /// Most connections served at once to one address (an IPv6 /64 counts as
+    /// one); more are answered BUSY. Default: an eighth of
+    /// --max-connections, at least 2.
+    #[arg(long, env = "SBCFTP_PEER_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+
+    /// How long one connection may be used; its next request after that is
+    /// answered BUSY and the connection closed (the client reconnects).
+    #[arg(long, env = "SBCFTP_CONNECTION_LIFETIME", default_value = "10m", value_parser = parse_duration)]
+    pub connection_lifetime: Duration,
 
     /// Upload limit for all connections together, in bytes per second
     /// (`50MB/s`, `1MiB/s`, `500k`, or a plain number; unlimited by default).
@@ -120,9 +196,12 @@ pub struct ServeArgs {
 /// `files`.
 #[derive(Debug, Args)]
 pub struct FilesArgs {
-    /// Only contents whose name contains this text.
+    /// Only contents with a name that has words starting with each word of
+    /// this query, in any order, ignoring case (`con bud` finds
+    /// `Concert_Budget.mkv`; words are runs of letters and digits), or, 8+
+    /// hex digits, whose hash starts with it.
     pub query: Option<String>,
-    /// Print JSON (the tracker's `ContentList` shape) instead of a table.
+    /// Print the tracker's answer as JSON (`{"files": [...]}`, full hashes) instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Most rows to fetch.
@@ -133,7 +212,7 @@ pub struct FilesArgs {
 /// `peers`.
 #[derive(Debug, Args)]
 pub struct PeersArgs {
-    /// Print JSON (the tracker's `PeerList` shape) instead of a table.
+    /// Print the tracker's answer as JSON (`{"peers": [...]}`) instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Most rows to fetch.
@@ -180,7 +259,8 @@ pub struct DownloadArgs {
 /// `get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// A content's hash (64 hex digits) or a file name that matches exactly one content.
+    /// A content's hash: all 64 hex digits, or a unique prefix of 8 or more
+    /// (the HASH column of `files`); or a file name that exactly one content has.
     pub what: String,
     /// Save under this name instead of the content's name.
     #[arg(long)]
@@ -196,10 +276,28 @@ pub struct GetArgs {
 /// `browse`.
 #[derive(Debug, Args)]
 pub struct BrowseArgs {
-    /// Only list contents whose name contains this text.
+    /// Only list contents with a name that has words starting with each
+    /// word of this query, in any order, ignoring case.
     pub query: Option<String>,
     #[command(flatten)]
     pub download: DownloadArgs,
+}
+
+/// Parses `IP:PORT`; a bare IP gets an example with a port.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    match s.parse::<std::net::IpAddr>() {
+        Ok(ip) => Err(format!(
+            "no port; write IP:PORT, e.g. {} (port 0 picks a free one)",
+            SocketAddr::new(ip, 44444)
+        )),
+        Err(_) => {
+            Err("write IP:PORT, e.g. 0.0.0.0:44444 or 127.0.0.2:0 (port 0 picks a free one)".into())
+        }
+    }
 }
 
 /// Parses `10`, `10s`, `2m`, `500ms`.

@@ -11,11 +11,14 @@
 //!   ([`transfer::server`]), and the swarm download ([`transfer::download`],
 //!   from every holder at once, with the part file [`transfer::part`]). Its
 //!   module doc says which code is blocking and where async starts.
-//! - [`share`]: the share folder, its index (by hash) and the hash cache.
+//! - [`share`]: the share folder, its index (by hash) and the hash cache;
+//!   [`share::live`] keeps the index live (watched, stable files only,
+//!   hashing on its own threads).
 //! - [`tracker_client`]: the tracker's REST API, with the request/response
 //!   types shared with the tracker (`sbcftp_api`).
-//! - [`commands`]: one module per subcommand: [`commands::serve`] (scan,
-//!   register, heartbeat, rescan, leave, and run the server),
+//! - [`commands`]: one module per subcommand: [`commands::serve`] (start the
+//!   live folder and the server, register, heartbeat, announce changes,
+//!   say whether the tracker can reach us, leave),
 //!   [`commands::list`] (`files`, `peers`), [`commands::get`] (`get`,
 //!   `browse`).
 //! - [`cli`]: the command-line arguments; [`ui`]: tables, progress bars, and

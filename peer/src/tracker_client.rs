@@ -19,6 +19,39 @@ use sbcftp_api::{
 };
 use serde::de::DeserializeOwned;
 
+/// Merges listing entries of the same hash (one per claimed size) into one
+/// each, in the order the hashes first appear: peers once each, the entry
+/// with the most holders first (its size and its names first).
+pub fn merge_entries(entries: Vec<Content>) -> Vec<Content> {
+    let mut groups: Vec<Vec<Content>> = Vec::new();
+    for c in entries {
+        match groups.iter_mut().find(|g| g[0].hash == c.hash) {
+            Some(g) => g.push(c),
+            None => groups.push(vec![c]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|mut g| {
+            g.sort_by_key(|c| std::cmp::Reverse(c.peers.len()));
+            let mut merged = g[0].clone();
+            for c in &g[1..] {
+                for p in &c.peers {
+                    if !merged.peers.iter().any(|q| q.peer_id == p.peer_id) {
+                        merged.peers.push(p.clone());
+                    }
+                }
+                for n in &c.names {
+                    if !merged.names.contains(n) {
+                        merged.names.push(n.clone());
+                    }
+                }
+            }
+            merged
+        })
+        .collect()
+}
+
 /// Timeout of one request to the tracker.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,6 +92,80 @@ impl TrackerError {
             TrackerError::NotFound(_) | TrackerError::BadBody(_) => false,
         }
     }
+}
+
+/// The tracker's base URL from what the user typed: `host:port` means
+/// `http://host:port`, and a trailing `/api/v1` (copied from a curl example)
+/// is dropped, since every request adds it.
+fn parse_base(typed: &str) -> anyhow::Result<Url> {
+    let typed = typed.trim();
+    let with_scheme = if typed.contains("://") {
+        typed.to_owned()
+    } else {
+        format!("http://{typed}")
+    };
+    let mut base = Url::parse(&with_scheme).map_err(|e| {
+        anyhow::anyhow!(
+            "--tracker {typed:?} is not a URL ({e}); write it as http://HOST:PORT, e.g. http://127.0.0.1:8080"
+        )
+    })?;
+    if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+        anyhow::bail!(
+            "--tracker {typed:?} is not an http:// or https:// URL; write it as http://HOST:PORT, e.g. http://127.0.0.1:8080"
+        );
+    }
+    let path = base.path().trim_end_matches('/');
+    let path = path.strip_suffix(API_PREFIX).unwrap_or(path);
+    let path = format!("{path}/");
+    base.set_path(&path);
+    Ok(base)
+}
+
+/// The hex number just below `hex` (same width), or `None` for all zeros.
+fn hex_predecessor(hex: &str) -> Option<String> {
+    let mut digits: Vec<u8> = hex.bytes().collect();
+    for d in digits.iter_mut().rev() {
+        if *d == b'0' {
+            *d = b'f';
+        } else {
+            *d = if *d == b'a' { b'9' } else { *d - 1 };
+            return String::from_utf8(digits).ok();
+        }
+    }
+    None
+}
+
+/// Why the tracker at `base` could not be reached, with what to do about it,
+/// for the common cases; the error's own chain otherwise.
+fn unreachable_cause(e: &reqwest::Error, base: &Url) -> String {
+    let chain = crate::ui::error_chain(e);
+    let refused = std::iter::successors(Some(e as &dyn std::error::Error), |c| c.source())
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    if refused || chain.contains("Connection refused") {
+        return "nothing listens there; start the tracker (sbcftp-tracker) or point --tracker at it"
+            .into();
+    }
+    if e.is_timeout() {
+        return format!(
+            "no answer within {}s; check that the tracker runs and that --tracker is its address",
+            REQUEST_TIMEOUT.as_secs()
+        );
+    }
+    if base.scheme() == "https"
+        && (chain.contains("InvalidContentType") || chain.contains("corrupt message"))
+    {
+        let mut plain = base.clone();
+        let _ = plain.set_scheme("http");
+        return format!("it does not speak TLS; use --tracker {plain}");
+    }
+    if chain.contains("invalid HTTP version") || chain.contains("invalid HTTP") {
+        return "it does not speak HTTP (is that a peer's port?); point --tracker at the tracker's port (8080 by default)".into();
+    }
+    if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        return "unknown host name; check the host in --tracker".into();
+    }
+    chain
 }
 
 /// A peer's registration: what later calls need.
@@ -107,15 +214,7 @@ impl TrackerClient {
         registration_key: Option<String>,
         local_ip: Option<IpAddr>,
     ) -> anyhow::Result<Self> {
-        let mut base = Url::parse(base)
-            .map_err(|e| anyhow::anyhow!("tracker URL {base:?} is not valid: {e}"))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            anyhow::bail!("tracker URL {base} must start with http:// or https://");
-        }
-        if !base.path().ends_with('/') {
-            let p = format!("{}/", base.path());
-            base.set_path(&p);
-        }
+        let base = parse_base(base)?;
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
@@ -167,7 +266,7 @@ impl TrackerClient {
         }
         let unreachable = |e: reqwest::Error| TrackerError::Unreachable {
             url: self.base.to_string(),
-            cause: crate::ui::error_chain(&e),
+            cause: unreachable_cause(&e, &self.base),
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -302,6 +401,60 @@ impl TrackerClient {
         Ok(out)
     }
 
+    /// The contents whose hash starts with `prefix` (lowercase hex), at most
+    /// `max`. The listing is ordered by hash and its cursor is the last hash
+    /// of a page, so this starts the listing just before the prefix (an
+    /// indexed range on the tracker) and stops at the first hash past it.
+    pub async fn contents_with_prefix(
+        &self,
+        prefix: &str,
+        max: usize,
+    ) -> Result<Vec<Content>, TrackerError> {
+        let limit = (max + 1).clamp(2, 100).to_string();
+        let mut cursor = hex_predecessor(&format!("{prefix:0<64}"));
+        let mut out = Vec::new();
+        loop {
+            let mut query = vec![("limit", limit.as_str())];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.as_str()));
+            }
+            let url = self.url("/files", &query)?;
+            let page: ContentList = self.expect(Method::GET, url, None, None::<&()>).await?;
+            let before = out.len();
+            let count = page.files.len();
+            out.extend(
+                page.files
+                    .into_iter()
+                    .take_while(|c| c.hash.to_string().starts_with(prefix)),
+            );
+            let all_matched = out.len() - before == count;
+            match page.next_cursor {
+                Some(c) if all_matched && out.len() < max && Some(&c) != cursor.as_ref() => {
+                    cursor = Some(c)
+                }
+                _ => break,
+            }
+        }
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// Every holder of `hash` the tracker lists, whatever size each claims:
+    /// `GET /files?hash=` has one entry per claimed size (a download proves
+    /// the size itself, so holders that lie about it cost nothing, and the
+    /// honest ones must not be left out). The entries are merged into one:
+    /// each peer once, the entry with the most holders first (its size, a
+    /// first guess only, and its names first). `NotFound` when none.
+    pub async fn holders(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
+        let h = hash.to_string();
+        let url = self.url("/files", &[("hash", h.as_str())])?;
+        let page: ContentList = self.expect(Method::GET, url, None, None::<&()>).await?;
+        merge_entries(page.files)
+            .into_iter()
+            .next()
+            .ok_or_else(|| TrackerError::NotFound(format!("no online peer shares {h}")))
+    }
+
     /// `GET /api/v1/files/{hash}`.
     pub async fn content(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
         let url = self.url(&format!("/files/{hash}"), &[])?;
@@ -330,5 +483,36 @@ impl TrackerClient {
             peers: out,
             next_cursor: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn base_urls_as_people_type_them() {
+        let base = |s| parse_base(s).map(|u| u.to_string());
+        assert_eq!(base("127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080/");
+        assert_eq!(base("localhost:8080").unwrap(), "http://localhost:8080/");
+        assert_eq!(
+            base("http://h:8080/api/v1").unwrap(),
+            "http://h:8080/",
+            "the API prefix is added by every request"
+        );
+        assert_eq!(base("http://h:8080/api/v1/").unwrap(), "http://h:8080/");
+        assert_eq!(base("https://h/tracker").unwrap(), "https://h/tracker/");
+        let err = base("ftp://h").unwrap_err().to_string();
+        assert!(err.contains("e.g. http://127.0.0.1:8080"), "{err}");
+        assert!(base("http://").is_err());
+    }
+
+    #[test]
+    fn hex_predecessors() {
+        assert_eq!(hex_predecessor("0000"), None);
+        assert_eq!(hex_predecessor("0010").as_deref(), Some("000f"));
+        assert_eq!(hex_predecessor("a000").as_deref(), Some("9fff"));
+        assert_eq!(hex_predecessor("ffff").as_deref(), Some("fffe"));
     }
 }

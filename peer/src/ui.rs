@@ -103,6 +103,7 @@ pub fn content_rows(contents: &[Content], numbered: bool) -> (Vec<&'static str>,
     if numbered {
         header.insert(0, "#");
     }
+    let digits = short_hash_len(contents);
     let rows = contents
         .iter()
         .enumerate()
@@ -119,7 +120,7 @@ pub fn content_rows(contents: &[Content], numbered: bool) -> (Vec<&'static str>,
             let mut row = vec![
                 names,
                 human_bytes(c.size),
-                c.hash.to_string().chars().take(12).collect(),
+                c.hash.to_string().chars().take(digits).collect(),
                 c.peers.len().to_string(),
             ];
             if numbered {
@@ -131,21 +132,49 @@ pub fn content_rows(contents: &[Content], numbered: bool) -> (Vec<&'static str>,
     (header, rows)
 }
 
-/// The rows of a `peers` table: id, address, files, last seen.
+/// Hex digits of the hashes a table shows: 12, or more where two listed
+/// hashes share their first 12, so each short hash names one content
+/// (`get`, `files` and `browse` take it back).
+pub fn short_hash_len(contents: &[Content]) -> usize {
+    let mut hashes: Vec<String> = contents.iter().map(|c| c.hash.to_string()).collect();
+    hashes.sort();
+    hashes
+        .windows(2)
+        .map(|w| {
+            let common = w[0].bytes().zip(w[1].bytes()).take_while(|(a, b)| a == b);
+            common.count() + 1
+        })
+        .fold(12, usize::max)
+        .min(64)
+}
+
+/// The rows of a `peers` table: id, address, whether the tracker can reach
+/// it, files, last seen.
 pub fn peer_rows(peers: &[Peer]) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let header = vec!["PEER", "ADDRESS", "FILES", "LAST SEEN"];
+    let header = vec!["PEER", "ADDRESS", "REACHABLE", "FILES", "LAST SEEN"];
     let rows = peers
         .iter()
         .map(|p| {
             vec![
                 p.peer_id.to_string(),
                 safe(&p.addr),
+                reachable(p.reachable, p.unreachable_reason.as_deref()),
                 p.file_count.to_string(),
                 last_seen(&p.last_seen),
             ]
         })
         .collect();
     (header, rows)
+}
+
+/// `yes`, `no (connection refused)`, or `not checked`.
+fn reachable(reachable: Option<bool>, reason: Option<&str>) -> String {
+    match (reachable, reason) {
+        (Some(true), _) => "yes".into(),
+        (Some(false), Some(why)) => format!("no ({})", safe(why)),
+        (Some(false), None) => "no".into(),
+        (None, _) => "not checked".into(),
+    }
 }
 
 /// `"2026-01-01T00:00:00.000Z"` → `"3s ago"` (or the raw text if it does not parse).
@@ -174,6 +203,24 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(1 << 30), "1.0 GiB");
         assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn short_hashes_grow_until_unique() {
+        let content = |hex: &str| Content {
+            hash: sbcftp_api::ContentHash::parse(&format!("{hex:0<64}")).unwrap(),
+            size: 1,
+            names: Vec::new(),
+            peers: Vec::new(),
+        };
+        assert_eq!(short_hash_len(&[]), 12);
+        assert_eq!(short_hash_len(&[content("ab"), content("cd")]), 12);
+        // Equal in the first 14 digits: 15 tell them apart.
+        let (a, b) = (content("0123456789abcd1"), content("0123456789abcd2"));
+        assert_eq!(short_hash_len(&[a.clone(), content("ff"), b.clone()]), 15);
+        let (_, rows) = content_rows(&[a, b], false);
+        assert_eq!(rows[0][2], "0123456789abcd1");
+        assert_eq!(rows[1][2], "0123456789abcd2");
     }
 
     #[test]

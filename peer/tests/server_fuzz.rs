@@ -74,11 +74,12 @@ async fn random_and_mutated_requests_never_break_the_server() {
     let stop = CancellationToken::new();
     let config = ServerConfig {
         max_connections: 4,
+        max_per_address: 4,
         idle_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
         io_timeout: Duration::from_secs(5),
-        max_upload_rate: None,
         shutdown_grace: Duration::from_secs(1),
+        ..ServerConfig::default()
     };
     let server = tokio::spawn(server::run(
         listener,

@@ -14,11 +14,19 @@ use anyhow::bail;
 use clap::Parser;
 use ipnet::IpNet;
 
+const EXAMPLES: &str = "\
+Examples:
+  sbcftp-tracker                                   SQLite file ./sbcftp-tracker.db, port 8080
+  sbcftp-tracker --listen 127.0.0.1:9000 --peer-ttl 60s
+  sbcftp-tracker --database-url postgres://sbcftp:PASS@db/sbcftp
+  SBCFTP_REGISTRATION_KEY=secret sbcftp-tracker    private: peers need the key to register
+It runs until Ctrl-C or SIGTERM: start it in its own terminal.";
+
 /// SBCFTP tracker: the REST index of online peers and the files they share.
 ///
 /// Every flag can also be given as the environment variable shown with it.
 #[derive(Clone, Parser)]
-#[command(name = "sbcftp-tracker", version, about, long_about = None)]
+#[command(name = "sbcftp-tracker", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Config {
     /// Address and port to listen on.
     #[arg(long, env = "SBCFTP_LISTEN", default_value = "0.0.0.0:8080")]
@@ -88,6 +96,29 @@ pub struct Config {
     #[arg(long, env = "SBCFTP_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub db_acquire_timeout: Duration,
 
+    /// Check that each registering peer can be reached at the address it is
+    /// listed under: one TCP connection to its advertised port, one request
+    /// in the peer protocol, one answer. The result is shown in listings
+    /// (`reachable`) and told to the peer. `false` turns it off.
+    #[arg(
+        long,
+        env = "SBCFTP_REACHABILITY_CHECK",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub reachability_check: bool,
+
+    /// How long the reachability check waits to connect, and then for the answer.
+    #[arg(long, env = "SBCFTP_REACHABILITY_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub reachability_timeout: Duration,
+
+    /// How often an online peer's reachability is checked again (0: only at
+    /// registration).
+    #[arg(long, env = "SBCFTP_REACHABILITY_RECHECK", default_value = "5m", value_parser = parse_duration)]
+    pub reachability_recheck: Duration,
+
     /// Log format: `text` (multi-field, human) or `compact`. Levels come from `RUST_LOG` (default `info`).
     #[arg(long, env = "SBCFTP_LOG_FORMAT", default_value = "text", value_parser = ["text", "compact"])]
     pub log_format: String,
@@ -114,12 +145,59 @@ impl std::fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("reachability_check", &self.reachability_check)
+            .field("reachability_timeout", &self.reachability_timeout)
+            .field("reachability_recheck", &self.reachability_recheck)
             .field("log_format", &self.log_format)
             .finish()
     }
 }
 
 impl Config {
+    /// The settings on one line for the start-up log, secrets redacted
+    /// (the database password, the registration key).
+    pub fn summary(&self) -> String {
+        let secs = |d: Duration| humantime::format_duration(d).to_string();
+        let mib = 1024 * 1024;
+        let body = if self.max_body_bytes.is_multiple_of(mib) {
+            format!("{} MiB", self.max_body_bytes / mib)
+        } else {
+            format!("{} B", self.max_body_bytes)
+        };
+        let proxies = if self.trusted_proxies.0.is_empty() {
+            "none".to_owned()
+        } else {
+            self.trusted_proxies
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            "database {}, {}, heartbeat {}, peer TTL {}, sweep {}, trusted proxies {proxies}, \
+             max {} files/peer, pages {} (max {}), body max {body}, {} requests at once, \
+             request timeout {}, DB pool {} (wait {}), log {}",
+            redact_url(&self.database_url),
+            if self.registration_key().is_some() {
+                "private (registration key set)"
+            } else {
+                "open registration"
+            },
+            secs(self.heartbeat_interval),
+            secs(self.peer_ttl),
+            secs(self.sweep_interval),
+            self.max_files_per_peer,
+            self.default_page_size,
+            self.max_page_size,
+            self.max_connections,
+            secs(self.request_timeout),
+            self.db_max_connections,
+            secs(self.db_acquire_timeout),
+            self.log_format,
+        )
+    }
+
     /// Checks the values clap cannot check one by one.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.peer_ttl < Duration::from_secs(2) {
@@ -149,6 +227,11 @@ impl Config {
         }
         if self.request_timeout.is_zero() || self.db_acquire_timeout.is_zero() {
             bail!("--request-timeout and --db-acquire-timeout must be more than 0");
+        }
+        if self.reachability_check && self.reachability_timeout.is_zero() {
+            bail!(
+                "--reachability-timeout must be more than 0 (or pass --reachability-check false)"
+            );
         }
         Ok(())
     }
@@ -265,5 +348,9 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("sekrit") && !dbg.contains("pw@"), "{dbg}");
+        let line = c.summary();
+        assert!(!line.contains("sekrit") && !line.contains("pw@"), "{line}");
+        assert!(line.contains("private (registration key set)"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
     }
 }

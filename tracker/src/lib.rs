@@ -9,16 +9,17 @@
 //!
 //! | layer | module | what it holds |
 //! | --- | --- | --- |
-//! | start | [`run`] (here), `main.rs` | connect, migrate, spawn the background task, serve until shutdown; `main.rs` only parses flags and signals |
+//! | start | [`run`] (here), `main.rs` | connect, migrate, spawn the background tasks, serve until shutdown; `main.rs` only parses flags and signals |
 //! | config | [`config`] | every flag and `SBCFTP_…` variable, validated once |
 //! | HTTP | `routes/` | one module per feature (`peers`, `files`, `health`), merged in `routes/mod.rs` with the layers (body limit, concurrency, timeout, request id, tracing, problem+json for bare errors); `routes/auth.rs`: the extractors that authenticate (`AuthPeer`, `RegistrationKey`); `routes/doc.rs`: shared error descriptions |
 //! | HTTP edge | `error`, `addr` | the one error type and its status for every failure below; the client's address (trusted proxies) |
 //! | document | [`openapi`] | the OpenAPI document assembled from the routes |
 //! | liveness | `liveness/` | heartbeat cache and flush (`mod.rs`, with its own `AuthError`), the sweep and checkpoints (`background.rs`) |
+//! | reachability | `reachability` | whether a peer can be reached at its listed address: one check per registration and a periodic re-check, bounded and rate-limited per address, results to the store and the liveness cache |
 //! | data | [`store`] | the database over SQLite, MySQL/MariaDB and PostgreSQL, one file per concern, every statement in `store/sql.rs` |
 //! | time | `clock` | the one clock: now, online-since |
 //!
-//! `state` is what handlers share (config, store, liveness); `metrics` is
+//! `state` is what handlers share (config, store, liveness, reachability); `metrics` is
 //! the Prometheus text of `/metrics`.
 
 mod addr;
@@ -28,6 +29,7 @@ mod error;
 mod liveness;
 mod metrics;
 pub mod openapi;
+mod reachability;
 mod routes;
 mod state;
 pub mod store;
@@ -44,6 +46,7 @@ mod server {
 
     use crate::config::Config;
     use crate::liveness::{Liveness, background};
+    use crate::reachability::{self, Checker};
     use crate::state::AppState;
     use crate::store::Store;
 
@@ -64,10 +67,22 @@ mod server {
         )
         .await?;
         store.migrate().await?;
+        let liveness = Arc::new(Liveness::default());
+        let reachability = Arc::new(Checker::new(
+            reachability::Settings {
+                enabled: config.reachability_check,
+                timeout: config.reachability_timeout,
+                recheck: config.reachability_recheck,
+                ttl: config.peer_ttl,
+            },
+            store.clone(),
+            Arc::clone(&liveness),
+        ));
         let state = AppState {
             config: Arc::new(config),
             store: store.clone(),
-            liveness: Arc::new(Liveness::default()),
+            liveness,
+            reachability: Arc::clone(&reachability),
             openapi_json: crate::openapi::openapi_json().into(),
         };
         let local = listener
@@ -76,7 +91,7 @@ mod server {
         tracing::info!(
             addr = %local,
             backend = ?store.backend(),
-            config = ?state.config,
+            config = %state.config.summary(),
             "tracker listening"
         );
 
@@ -90,6 +105,7 @@ mod server {
             },
             cancel.clone(),
         ));
+        let rechecks = tokio::spawn(reachability.run(cancel.clone()));
         let checkpoints = (store.backend() == crate::store::Backend::Sqlite)
             .then(|| tokio::spawn(background::run_checkpoints(store.clone(), cancel.clone())));
         let app = crate::routes::app(state);
@@ -104,6 +120,9 @@ mod server {
         cancel.cancel();
         if let Err(e) = background.await {
             tracing::error!(error = %e, "background task failed");
+        }
+        if let Err(e) = rechecks.await {
+            tracing::error!(error = %e, "reachability task failed");
         }
         if let Some(Err(e)) = match checkpoints {
             Some(h) => Some(h.await),

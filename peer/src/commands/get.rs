@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{BrowseArgs, DownloadArgs, GetArgs};
-use crate::tracker_client::{TrackerClient, TrackerError};
+use crate::tracker_client::{TrackerClient, TrackerError, merge_entries};
 use crate::transfer::download::{self, Job, Observer, Outcome, Report, Source};
 use crate::ui;
 
@@ -46,13 +46,14 @@ pub async fn get(
     args: GetArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    check_out_dir(&args.download.out)?;
     let lowered = args.what.to_ascii_lowercase();
     let (content, name) = if let Ok(hash) = ContentHash::parse(&lowered) {
-        let content = match client.content(&hash).await {
-            Ok(c) => c,
-            Err(TrackerError::NotFound(_)) => bail!("no online peer shares {lowered}"),
-            Err(e) => return Err(e.into()),
-        };
+        let content = holders(client, &hash).await?;
+        let name = default_name(&content)?;
+        (content, name)
+    } else if let Some(content) = by_hash_prefix(client, &args.what).await? {
+        let content = holders(client, &content.hash).await?;
         let name = default_name(&content)?;
         (content, name)
     } else {
@@ -63,7 +64,9 @@ pub async fn get(
             .find(|n| **n == args.what)
             .cloned()
             .context("the tracker's answer does not have the name asked for")?;
-        (content, name)
+        // Every holder, whatever size it claims (a name search lists them
+        // by claimed size, at most 100 each).
+        (holders(client, &content.hash).await?, name)
     };
     let name = match args.name {
         Some(n) => FileName::new(n.as_str())
@@ -71,6 +74,27 @@ pub async fn get(
         None => name,
     };
     download_content(client, content, name, &args.download, args.json, cancel).await
+}
+
+/// Every holder of `hash` the tracker lists, whatever size each claims.
+async fn holders(client: &TrackerClient, hash: &ContentHash) -> anyhow::Result<Content> {
+    match client.holders(hash).await {
+        Ok(c) => Ok(c),
+        Err(TrackerError::NotFound(_)) => bail!("no online peer shares {hash}"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Refuses an `--out` that exists but is not a folder, before anything is
+/// asked of the tracker (a missing folder is created by the download).
+fn check_out_dir(out: &std::path::Path) -> anyhow::Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {} is a file; --out takes a folder to save into (created if missing), e.g. --out ./Downloads",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// The name a content is saved under when the user names none: the first of
@@ -93,38 +117,77 @@ fn default_name(content: &Content) -> anyhow::Result<FileName> {
     }
 }
 
-/// The one content that has exactly this name.
+/// The one content whose hash starts with `what`, if it is a hash prefix
+/// (8+ hex digits) that some content has; `None` if it is not a prefix or
+/// none has it (it may then be a name). Several: an error listing them.
+async fn by_hash_prefix(client: &TrackerClient, what: &str) -> anyhow::Result<Option<Content>> {
+    let Some(prefix) = super::list::hash_prefix(what) else {
+        return Ok(None);
+    };
+    // One entry per hash (the listing has one per claimed size).
+    let mut found = merge_entries(client.contents_with_prefix(&prefix, 10).await?);
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        n => {
+            let more = if n >= 10 { " (first 10)" } else { "" };
+            let mut msg = format!(
+                "hash prefix {prefix} is ambiguous; give more digits of one of these{more}:"
+            );
+            push_candidates(&mut msg, &found);
+            bail!(msg)
+        }
+    }
+}
+
+/// Appends one line per content: full hash, size, names.
+fn push_candidates(msg: &mut String, contents: &[Content]) {
+    for c in contents {
+        msg.push_str(&format!(
+            "\n  {}  {:>10}  {}",
+            c.hash,
+            ui::human_bytes(c.size),
+            c.names
+                .iter()
+                .map(|n| ui::safe(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+}
+
+/// The one content that has exactly this name. The tracker is asked for the
+/// name's words (the search semantics of `sbcftp_api::search`: every name
+/// with this one's words, among others), and the answer is narrowed to the
+/// exact name here; a name with no letter or digit is looked for in the
+/// unfiltered listing.
 async fn find_by_name(client: &TrackerClient, name: &str) -> anyhow::Result<Content> {
-    let matches: Vec<Content> = client
-        .all_files(Some(name), 10_000)
-        .await?
-        .into_iter()
-        .filter(|c| c.names.iter().any(|n| n == name))
-        .collect();
+    let query = sbcftp_api::search::query_for_name(name);
+    let matches: Vec<Content> = merge_entries(
+        client
+            .all_files(query.as_deref(), 10_000)
+            .await?
+            .into_iter()
+            .filter(|c| c.names.iter().any(|n| n == name))
+            .collect(),
+    );
     match matches.len() {
+        0 if super::list::hash_prefix(name).is_some() => bail!(
+            "no shared content has a hash starting with {} or is named so; `sbcftp-peer files` lists what is shared",
+            ui::safe(name)
+        ),
         0 => bail!(
-            "no content is named {}; `sbcftp-peer files {}` lists names containing it",
+            "no content is named {}; `sbcftp-peer files {}` lists names with its words",
             ui::safe(name),
             ui::safe(name)
         ),
         1 => Ok(matches.into_iter().next().context("no match")?),
         n => {
             let mut msg = format!(
-                "{n} different contents are named {}; pick one by hash:",
+                "{n} different contents are named {}; pick one by hash (8 or more digits):",
                 ui::safe(name)
             );
-            for c in &matches {
-                msg.push_str(&format!(
-                    "\n  {}  {:>10}  {}",
-                    c.hash,
-                    ui::human_bytes(c.size),
-                    c.names
-                        .iter()
-                        .map(|n| ui::safe(n))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
+            push_candidates(&mut msg, &matches);
             bail!(msg)
         }
     }
@@ -136,9 +199,18 @@ pub async fn browse(
     args: BrowseArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let files = client.all_files(args.query.as_deref(), 1000).await?;
+    check_out_dir(&args.download.out)?;
+    let files = super::list::find(client, args.query.as_deref(), 1000).await?;
     if files.is_empty() {
-        outln!("no files to download");
+        match &args.query {
+            Some(q) => outln!(
+                "no files match {}; `sbcftp-peer browse` without a query lists them all",
+                ui::safe(q)
+            ),
+            None => outln!(
+                "no files to download: no online peer shares any (`sbcftp-peer serve` shares a folder)"
+            ),
+        }
         return Ok(());
     }
     {
@@ -171,15 +243,33 @@ pub async fn browse(
         content.peers.len()
     );
     io::stdout().flush()?;
-    let answer = lines.next().transpose()?.unwrap_or_default();
-    let answer = answer.trim();
-    if !(answer.is_empty()
-        || answer.eq_ignore_ascii_case("y")
-        || answer.eq_ignore_ascii_case("yes"))
-    {
-        outln!("not downloading");
-        return Ok(());
+    // Enter means yes, and so does the end of input at the first question
+    // (`echo 2 | sbcftp-peer browse`); anything but y/n is asked again.
+    let mut asked_again = false;
+    loop {
+        let Some(answer) = lines.next().transpose()? else {
+            if asked_again {
+                outln!("\nnot downloading");
+                return Ok(());
+            }
+            break;
+        };
+        let answer = answer.trim();
+        if answer.is_empty()
+            || answer.eq_ignore_ascii_case("y")
+            || answer.eq_ignore_ascii_case("yes")
+        {
+            break;
+        }
+        if answer.eq_ignore_ascii_case("n") || answer.eq_ignore_ascii_case("no") {
+            outln!("not downloading");
+            return Ok(());
+        }
+        out!("please answer y or n [Y/n] ");
+        asked_again = true;
     }
+    // Every holder, not only those that claim the size of the row picked.
+    let content = holders(client, &content.hash).await?;
     download_content(client, content, name, &args.download, false, cancel).await
 }
 
@@ -214,7 +304,7 @@ impl Observer for BarObserver {
 
     fn more_sources(&self) -> Vec<Source> {
         // On the download's (blocking) thread: wait for the tracker here.
-        match self.runtime.block_on(self.tracker.content(&self.hash)) {
+        match self.runtime.block_on(self.tracker.holders(&self.hash)) {
             Ok(fresh) => {
                 self.message("every source failed; trying the holders the tracker lists now");
                 to_sources(&fresh)

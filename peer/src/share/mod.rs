@@ -8,37 +8,58 @@
 //! regular file are skipped with a log line. A symlink to a regular file inside
 //! the folder is shared under the link's name.
 //!
-//! Scanning is blocking work (call it from `spawn_blocking`): it stats every
-//! entry, reuses the hash of any file whose size, mtime and inode match the
-//! previous scan or the on-disk cache (`cache.rs`: `<cache dir>/hashes.json`,
-//! written atomically), and hashes the rest in parallel with
-//! [`hash_file`](crate::transfer::outline::hash_file), showing a progress bar
-//! on a terminal when there is much to hash.
+//! Looking at the folder is three steps, so that hashing never holds anything
+//! else up:
 //!
-//! The server looks contents up by hash only ([`ShareIndex::by_hash`]); a
-//! path never comes from the wire. Before serving it re-checks that the file
-//! still has the size, mtime and inode it was hashed with ([`SharedFile::open_checked`]).
+//! 1. a survey ([`Share::survey`], blocking, stat only): every entry is
+//!    classified, and a file whose size, mtime and inode ([`Stamp`]) match a
+//!    file already known (in the index under any name, so a rename re-hashes
+//!    nothing; just hashed; or in the on-disk cache, `cache.rs`) is known at
+//!    once, the rest are candidates for hashing;
+//! 2. hashing one candidate ([`Share::hash`], blocking) with
+//!    [`hash_file_with`](crate::transfer::outline::hash_file_with), which
+//!    reports progress and can be paced or stopped;
+//! 3. publishing ([`Share::publish`]) the known files as the new index, which
+//!    the server reads and the tracker keeper watches ([`Share::subscribe`]).
+//!
+//! [`live`] runs these as the folder changes (watched, debounced, a file
+//! announced only once it is stable, hashing on its own threads);
+//! [`Share::scan`] runs them once, to completion.
+//!
+//! The server looks contents up by hash only ([`Share::lookup`]); a path never
+//! comes from the wire. Before serving it re-checks that the file still has
+//! the stamp it was hashed with ([`SharedFile::open_checked`]). A hash that
+//! was shared a moment ago and changed is answered "unavailable", not "not
+//! found" ([`Lookup::Retired`]).
 
 mod cache;
 mod file;
+pub mod live;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use sbcftp_api::{ContentHash, FileEntry, FileName};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-pub use self::file::{SharedFile, Stamp};
+pub use self::file::{SharedFile, Stamp, open_regular};
 use crate::transfer::outline;
 use crate::transfer::part::PART_SUFFIX;
 
-/// Show a hashing progress bar when at least this many bytes must be hashed.
+/// Show a hashing progress bar (and progress in the log) for at least this
+/// many bytes.
 const PROGRESS_THRESHOLD: u64 = 256 << 20;
+
+/// How long a hash that stopped being shared is answered "unavailable"
+/// rather than "not found", and how many such hashes are remembered.
+const RETIRED_FOR: Duration = Duration::from_secs(600);
+const RETIRED_MAX: usize = 4096;
 
 /// A snapshot of the shared files.
 #[derive(Debug, Default)]
@@ -60,8 +81,8 @@ impl ShareIndex {
         self.by_name.values()
     }
 
-    /// How many files the scan that made this index had to hash (the others
-    /// came from the previous scan or the cache).
+    /// How many files the call that made this index had to hash (the others
+    /// came from the previous index or the cache).
     pub fn hashed(&self) -> usize {
         self.hashed
     }
@@ -107,6 +128,74 @@ impl ShareIndex {
             .collect();
         (add, remove)
     }
+
+    /// Whether `self` serves exactly what `other` serves (same names, paths,
+    /// stamps and hashes) and skips the same entries.
+    fn same_as(&self, other: &ShareIndex) -> bool {
+        self.skipped == other.skipped
+            && self.by_name.len() == other.by_name.len()
+            && self
+                .by_name
+                .iter()
+                .zip(&other.by_name)
+                .all(|((n, a), (m, b))| {
+                    n == m
+                        && (Arc::ptr_eq(a, b)
+                            || (a.stamp == b.stamp && a.path == b.path && a.hash == b.hash))
+                })
+    }
+}
+
+/// A file that needs hashing: its name, the path to open, and the stamp it
+/// had when the survey saw it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub name: FileName,
+    pub path: PathBuf,
+    pub stamp: Stamp,
+}
+
+/// What a survey found under one name.
+#[derive(Debug, Clone)]
+pub enum Seen {
+    /// A file whose hash is known.
+    Known(Arc<SharedFile>),
+    /// A file that needs hashing.
+    Unknown(Candidate),
+}
+
+/// What a survey of the folder found.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Every shareable entry, by name.
+    pub files: BTreeMap<FileName, Seen>,
+    /// Why other entries are not shared, one line each.
+    pub skipped: BTreeSet<String>,
+}
+
+/// What the server finds for a requested hash.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Shared: this file.
+    Shared(Arc<SharedFile>),
+    /// Shared a moment ago, but the file changed or went away.
+    Retired,
+    /// Not shared here.
+    Unknown,
+}
+
+/// Why a candidate was not hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// It is gone, or no longer a regular file.
+    #[error("gone")]
+    Gone,
+    /// It changed before or while it was hashed.
+    #[error("changed while it was hashed")]
+    Changed,
+    /// It could not be read (or hashing was stopped).
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 /// The share folder and its current index.
@@ -114,14 +203,11 @@ impl ShareIndex {
 pub struct Share {
     dir: PathBuf,
     cache_dir: PathBuf,
-    index: RwLock<Arc<ShareIndex>>,
-}
-
-/// A file that needs hashing.
-struct Candidate {
-    name: FileName,
-    path: PathBuf,
-    stamp: Stamp,
+    index: watch::Sender<Arc<ShareIndex>>,
+    /// Hashes no longer shared, and since when.
+    retired: Mutex<HashMap<ContentHash, Instant>>,
+    /// Whether a survey has run (the first one reads the on-disk cache).
+    surveyed: AtomicBool,
 }
 
 impl Share {
@@ -141,7 +227,9 @@ impl Share {
         Ok(Share {
             dir,
             cache_dir,
-            index: RwLock::new(Arc::new(ShareIndex::default())),
+            index: watch::Sender::new(Arc::new(ShareIndex::default())),
+            retired: Mutex::new(HashMap::new()),
+            surveyed: AtomicBool::new(false),
         })
     }
 
@@ -150,100 +238,93 @@ impl Share {
         &self.dir
     }
 
+    /// Where the hash cache is kept.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
     /// The current index.
     pub fn index(&self) -> Arc<ShareIndex> {
-        match self.index.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(p) => Arc::clone(&p.into_inner()),
+        Arc::clone(&self.index.borrow())
+    }
+
+    /// A receiver that sees every new index.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ShareIndex>> {
+        self.index.subscribe()
+    }
+
+    /// What is shared under `hash` (see [`Lookup`]).
+    pub fn lookup(&self, hash: &ContentHash) -> Lookup {
+        if let Some(f) = self.index.borrow().by_hash(hash) {
+            return Lookup::Shared(Arc::clone(f));
+        }
+        let retired = self.lock_retired();
+        match retired.get(hash) {
+            Some(at) if at.elapsed() < RETIRED_FOR => Lookup::Retired,
+            _ => Lookup::Unknown,
         }
     }
 
-    /// Rescans the folder (blocking): returns the new index and the previous one.
-    pub fn scan(&self) -> io::Result<(Arc<ShareIndex>, Arc<ShareIndex>)> {
+    fn lock_retired(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Instant>> {
+        self.retired.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Looks at every entry of the folder (blocking, stat only). Files whose
+    /// stamp matches a known file are [`Seen::Known`]; `hashed` adds files
+    /// hashed since the index was last published.
+    pub fn survey(&self, hashed: &HashMap<Stamp, Arc<SharedFile>>) -> io::Result<Survey> {
         let old = self.index();
-        let first = old.is_empty() && old.skipped.is_empty();
-        let cache = if first {
-            cache::load(&self.cache_dir)
-        } else {
+        let mut cache = if self.surveyed.swap(true, Ordering::Relaxed) {
             HashMap::new()
+        } else {
+            cache::load(&self.cache_dir)
         };
+        // Any known file by stamp: a renamed file keeps its hash.
+        let mut by_stamp: HashMap<Stamp, &Arc<SharedFile>> =
+            old.files().map(|f| (f.stamp, f)).collect();
+        by_stamp.extend(hashed.iter().map(|(s, f)| (*s, f)));
 
-        let mut skipped = BTreeSet::new();
-        let mut reused: Vec<Arc<SharedFile>> = Vec::new();
-        let mut todo: Vec<Candidate> = Vec::new();
-        let mut cache_dirty = false;
-
+        let mut survey = Survey::default();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let raw_name = entry.file_name();
             let Some(name) = raw_name.to_str().map(str::to_owned) else {
-                skipped.insert(format!("{raw_name:?}: name is not UTF-8"));
+                survey
+                    .skipped
+                    .insert(format!("{raw_name:?}: name is not UTF-8"));
                 continue;
             };
             let path = entry.path();
             if path == self.cache_dir || name.ends_with(PART_SUFFIX) {
                 continue;
             }
-            match self.classify(&name, &path) {
-                Ok((name, real, stamp)) => {
-                    if let Some(f) = old
-                        .by_name
-                        .get(&name)
-                        .filter(|f| f.stamp == stamp && f.path == real)
-                    {
-                        reused.push(Arc::clone(f));
-                    } else if let Some(f) = cache.get(&name).filter(|f| f.stamp == stamp) {
-                        reused.push(Arc::new(SharedFile {
-                            name,
-                            path: real,
-                            stamp,
-                            hash: f.hash,
-                            outline: f.outline.clone(),
-                        }));
-                    } else {
-                        cache_dirty = true;
-                        todo.push(Candidate {
-                            name,
-                            path: real,
-                            stamp,
-                        });
-                    }
-                }
+            let (name, real, stamp) = match self.classify(&name, &path) {
+                Ok(x) => x,
                 Err(why) => {
-                    skipped.insert(format!("{name:?}: {why}"));
+                    survey.skipped.insert(format!("{name:?}: {why}"));
+                    continue;
                 }
-            }
+            };
+            let seen = if let Some(f) = old
+                .by_name
+                .get(&name)
+                .filter(|f| f.stamp == stamp && f.path == real)
+            {
+                Seen::Known(Arc::clone(f))
+            } else if let Some(f) = by_stamp.get(&stamp) {
+                Seen::Known(f.renamed(&name, &real))
+            } else if let Some(f) = cache.remove(&name).filter(|f| f.stamp == stamp) {
+                Seen::Known(Arc::new(f).renamed(&name, &real))
+            } else {
+                Seen::Unknown(Candidate {
+                    name: name.clone(),
+                    path: real,
+                    stamp,
+                })
+            };
+            survey.files.insert(name, seen);
         }
-
-        let hashed = self.hash_all(todo, &mut skipped);
-        let mut index = ShareIndex {
-            skipped,
-            hashed: hashed.len(),
-            ..ShareIndex::default()
-        };
-        for f in reused.into_iter().chain(hashed) {
-            index
-                .by_hash
-                .entry(f.hash)
-                .or_insert_with(|| Arc::clone(&f));
-            index.by_name.insert(f.name.clone(), f);
-        }
-        if index.skipped != old.skipped {
-            for s in index.skipped.difference(&old.skipped) {
-                info!(share = %self.dir.display(), "not sharing {s}");
-            }
-        }
-        if (cache_dirty || index.by_name.len() != old.by_name.len() || first)
-            && let Err(e) = cache::save(&self.cache_dir, &index)
-        {
-            warn!(cache = %self.cache_dir.display(), "could not write the hash cache: {e}");
-        }
-        let index = Arc::new(index);
-        match self.index.write() {
-            Ok(mut g) => *g = Arc::clone(&index),
-            Err(p) => *p.into_inner() = Arc::clone(&index),
-        }
-        Ok((index, old))
+        Ok(survey)
     }
 
     /// Decides whether `path` is shared under `name`: the name, the path to
@@ -283,7 +364,125 @@ impl Share {
         Ok((name, real, Stamp::of(&meta)))
     }
 
-    /// Hashes the candidates in parallel; unreadable files are skipped.
+    /// Hashes one candidate (blocking). `progress` is called with each
+    /// block's byte count; an error from it stops the hashing and is
+    /// returned. The file must still have the candidate's stamp before and
+    /// after, else [`HashError::Changed`].
+    pub fn hash(
+        &self,
+        c: &Candidate,
+        progress: &(dyn Fn(u64) -> io::Result<()> + Sync),
+    ) -> Result<SharedFile, HashError> {
+        let Some((file, meta)) = open_regular(&c.path)? else {
+            return Err(HashError::Gone);
+        };
+        if Stamp::of(&meta) != c.stamp {
+            return Err(HashError::Changed);
+        }
+        let hashed = outline::hash_file_with(&file, c.stamp.size, progress);
+        // The file may have changed while it was hashed (a short read is
+        // one way to notice): then it is hashed again once it is stable.
+        if Stamp::of(&file.metadata()?) != c.stamp {
+            return Err(HashError::Changed);
+        }
+        let (hash, outline) = hashed?;
+        debug!("hashed {:?}: {hash}", c.name);
+        Ok(SharedFile {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            stamp: c.stamp,
+            hash,
+            outline,
+        })
+    }
+
+    /// Makes `files` the index (with `skipped` and `hashed` as its notes),
+    /// unless it serves exactly what the current index does. Returns the
+    /// index built, and whether it replaced the current one (only then are
+    /// subscribers told).
+    pub fn publish(
+        &self,
+        files: impl IntoIterator<Item = Arc<SharedFile>>,
+        skipped: BTreeSet<String>,
+        hashed: usize,
+    ) -> (Arc<ShareIndex>, bool) {
+        let mut index = ShareIndex {
+            skipped,
+            hashed,
+            ..ShareIndex::default()
+        };
+        for f in files {
+            index
+                .by_hash
+                .entry(f.hash)
+                .or_insert_with(|| Arc::clone(&f));
+            index.by_name.insert(f.name.clone(), f);
+        }
+        let old = self.index();
+        if index.same_as(&old) {
+            return (Arc::new(index), false);
+        }
+        for s in index.skipped.difference(&old.skipped) {
+            info!(share = %self.dir.display(), "not sharing {s}");
+        }
+        {
+            let now = Instant::now();
+            let mut retired = self.lock_retired();
+            for h in old
+                .by_hash
+                .keys()
+                .filter(|h| !index.by_hash.contains_key(*h))
+            {
+                retired.insert(*h, now);
+            }
+            retired.retain(|h, at| at.elapsed() < RETIRED_FOR && !index.by_hash.contains_key(h));
+            if retired.len() > RETIRED_MAX {
+                let mut by_age: Vec<(ContentHash, Instant)> =
+                    retired.iter().map(|(h, t)| (*h, *t)).collect();
+                by_age.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+                *retired = by_age.into_iter().take(RETIRED_MAX).collect();
+            }
+        }
+        let index = Arc::new(index);
+        self.index.send_replace(Arc::clone(&index));
+        (index, true)
+    }
+
+    /// Writes the hash cache for the current index (blocking).
+    pub fn save_cache(&self) -> io::Result<()> {
+        cache::save(&self.cache_dir, &self.index())
+    }
+
+    /// Surveys, hashes every candidate (in parallel, with a progress bar on a
+    /// terminal when there is much to hash) and publishes the result, all at
+    /// once (blocking; [`live`] is the incremental way). Returns the new
+    /// index and the previous one.
+    pub fn scan(&self) -> io::Result<(Arc<ShareIndex>, Arc<ShareIndex>)> {
+        let old = self.index();
+        let first = !self.surveyed.load(Ordering::Relaxed);
+        let survey = self.survey(&HashMap::new())?;
+        let mut skipped = survey.skipped;
+        let mut files = Vec::with_capacity(survey.files.len());
+        let mut todo = Vec::new();
+        for seen in survey.files.into_values() {
+            match seen {
+                Seen::Known(f) => files.push(f),
+                Seen::Unknown(c) => todo.push(c),
+            }
+        }
+        let hashed = self.hash_all(todo, &mut skipped);
+        let n = hashed.len();
+        files.extend(hashed);
+        let (index, changed) = self.publish(files, skipped, n);
+        if (changed || first)
+            && let Err(e) = self.save_cache()
+        {
+            warn!(cache = %self.cache_dir.display(), "could not write the hash cache: {e}");
+        }
+        Ok((index, old))
+    }
+
+    /// Hashes the candidates in parallel; files that cannot be hashed are skipped.
     fn hash_all(
         &self,
         todo: Vec<Candidate>,
@@ -294,66 +493,39 @@ impl Share {
         }
         let total: u64 = todo.iter().map(|c| c.stamp.size).sum();
         info!(
-            files = todo.len(),
-            bytes = total,
             "hashing {} file(s), {}",
             todo.len(),
             crate::ui::human_bytes(total)
         );
         let bar = (total >= PROGRESS_THRESHOLD).then(|| crate::ui::byte_bar(total, "hashing"));
         let done = AtomicU64::new(0);
-        let started = std::time::Instant::now();
-        let results: Vec<Result<SharedFile, String>> = todo
+        let started = Instant::now();
+        let progress = |n: u64| {
+            done.fetch_add(n, Ordering::Relaxed);
+            if let Some(b) = &bar {
+                b.inc(n);
+            }
+            Ok(())
+        };
+        let results: Vec<(FileName, Result<SharedFile, HashError>)> = todo
             .into_par_iter()
-            .map(|c| {
-                let file =
-                    File::open(&c.path).map_err(|e| format!("{:?}: cannot open: {e}", c.name))?;
-                let progress = |n: u64| {
-                    done.fetch_add(n, Ordering::Relaxed);
-                    if let Some(b) = &bar {
-                        b.inc(n);
-                    }
-                };
-                let (hash, outline) = outline::hash_file(&file, c.stamp.size, &progress)
-                    .map_err(|e| format!("{:?}: cannot hash: {e}", c.name))?;
-                // The file may have changed while it was hashed; then the
-                // next scan hashes it again.
-                let after = file
-                    .metadata()
-                    .map_err(|e| format!("{:?}: cannot stat: {e}", c.name))?;
-                if Stamp::of(&after) != c.stamp {
-                    return Err(format!(
-                        "{:?}: changed while it was hashed; retrying at the next scan",
-                        c.name
-                    ));
-                }
-                debug!(name = %c.name, hash = %hash, "hashed");
-                Ok(SharedFile {
-                    name: c.name,
-                    path: c.path,
-                    stamp: c.stamp,
-                    hash,
-                    outline,
-                })
-            })
+            .map(|c| (c.name.clone(), self.hash(&c, &progress)))
             .collect();
         if let Some(b) = bar {
             b.finish_and_clear();
         }
         let secs = started.elapsed().as_secs_f64();
-        info!(
-            bytes = done.load(Ordering::Relaxed),
-            secs,
-            "hashed {} in {secs:.2}s",
-            crate::ui::human_bytes(done.load(Ordering::Relaxed))
-        );
+        let bytes = done.load(Ordering::Relaxed);
+        info!("hashed {} in {secs:.2}s", crate::ui::human_bytes(bytes));
         let mut out = Vec::new();
-        for r in results {
+        for (name, r) in results {
             match r {
                 Ok(f) => out.push(Arc::new(f)),
+                Err(HashError::Gone) => {}
                 Err(e) => {
-                    warn!("not sharing {e}");
-                    skipped.insert(e);
+                    let why = format!("{name:?}: cannot hash: {e}");
+                    warn!("not sharing {why}");
+                    skipped.insert(why);
                 }
             }
         }

@@ -178,7 +178,9 @@ pub enum DownloadError {
     InterruptedEarly,
     /// Every source failed; the verified part is kept.
     #[error(
-        "no source left ({tried} tried); {verified} of {size} bytes are verified in {part}; run the same command again to resume"
+        "no source left ({tried} tried); {} of {} verified in {part}; run the same command again to resume",
+        crate::ui::human_bytes(*verified),
+        crate::ui::human_bytes(*size)
     )]
     NoSourceLeft {
         /// How many sources were tried.
@@ -190,7 +192,9 @@ pub enum DownloadError {
     },
     /// The user interrupted; the verified part is kept.
     #[error(
-        "interrupted; {verified} of {size} bytes are verified in {part}; run the same command again to resume"
+        "interrupted; {} of {} verified in {part}; run the same command again to resume",
+        crate::ui::human_bytes(*verified),
+        crate::ui::human_bytes(*size)
     )]
     Interrupted {
         /// Verified bytes kept in the part file.
@@ -201,7 +205,9 @@ pub enum DownloadError {
     /// A local failure once blocks were being written (a full disk, …); the
     /// verified part is kept.
     #[error(
-        "{cause}; {verified} of {size} bytes are verified in {part}; run the same command again to resume once that is fixed"
+        "{cause}; {} of {} verified in {part}; run the same command again to resume once that is fixed",
+        crate::ui::human_bytes(*verified),
+        crate::ui::human_bytes(*size)
     )]
     Stopped {
         #[source]

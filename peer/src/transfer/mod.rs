@@ -3,7 +3,9 @@
 //! # Layout
 //!
 //! - [`wire`]: the byte format of requests, response headers and statuses;
-//!   pure encode/decode. `peer/PROTOCOL.md` is its specification.
+//!   pure encode/decode. `peer/PROTOCOL.md` is its specification. It is
+//!   `sbcftp_api::wire`, re-exported: the tracker's reachability check
+//!   speaks it too.
 //! - [`outline`]: a content cut into blocks, the blocks' chaining values, and
 //!   the [`Outline`](outline::Outline) that verifies each block on its own.
 //! - [`connection`]: one [`Connection`](connection::Connection) type owns the
@@ -55,4 +57,4 @@ mod pipeline;
 mod schedule;
 pub mod server;
 mod source;
-pub mod wire;
+pub use sbcftp_api::wire;

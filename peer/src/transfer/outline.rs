@@ -262,13 +262,27 @@ pub fn hash_file(
     size: u64,
     progress: &(dyn Fn(u64) + Sync),
 ) -> io::Result<(ContentHash, Outline)> {
+    hash_file_with(file, size, &|n| {
+        progress(n);
+        Ok(())
+    })
+}
+
+/// [`hash_file`] whose `progress` may stop the hashing by returning an error
+/// (which is returned): the share folder's hashing uses it to pace itself
+/// and to stop at shutdown.
+pub fn hash_file_with(
+    file: &File,
+    size: u64,
+    progress: &(dyn Fn(u64) -> io::Result<()> + Sync),
+) -> io::Result<(ContentHash, Outline)> {
     let n = block_count(size);
     let cvs = (0..n)
         .into_par_iter()
         .map(|i| {
             let (start, end) = block_range(size, i);
             let cv = hash_block(file, size, i, start, end)?;
-            progress(end - start);
+            progress(end - start)?;
             Ok(cv)
         })
         .collect::<io::Result<Vec<ChainingValue>>>()?;

@@ -456,7 +456,7 @@ mod tests {
         };
         assert_eq!(
             crate::ui::error_chain(&stopped),
-            "cannot write /d/.f.part: the disk is full; 3 of 9 bytes are verified in /d/.f.part; run the same command again to resume once that is fixed: No space left on device (os error 28)"
+            "cannot write /d/.f.part: the disk is full; 3 B of 9 B verified in /d/.f.part; run the same command again to resume once that is fixed: No space left on device (os error 28)"
         );
         let other = write_error(Path::new("/d/x"), io::Error::from_raw_os_error(5));
         assert!(

@@ -12,8 +12,10 @@
 //!   floor (`--min-source-rate`), so a source that trickles is dropped even
 //!   though each read sees a few bytes ([`Connection::read_payload_within`]).
 //! - **Retries.** A connection that cannot be opened, breaks, or is answered
-//!   BUSY or UNAVAILABLE is opened again, at most [`RETRIES`] times per
-//!   download, after a short backoff. Anything else (a stall, a trickle, a
+//!   BUSY or UNAVAILABLE is opened again, at most [`RETRIES`] times in a row
+//!   without a block delivered, after a short backoff (a server closes a
+//!   connection after its `--connection-lifetime` with BUSY: that costs a
+//!   reconnection, not the source). Anything else (a stall, a trickle, a
 //!   refusal, a protocol violation) ends the source at once.
 //!
 //! When the source ends, the blocks it had asked for and not received go
@@ -29,7 +31,8 @@ use super::outline::{self, Outline};
 use super::schedule::Next;
 use super::wire::Request;
 
-/// Connections opened again after a failure, per source and download.
+/// Connections opened again after a failure, in a row without a block
+/// delivered in between.
 pub(super) const RETRIES: u32 = 3;
 
 /// How long an idle source waits before it looks for work again (it is also
@@ -52,11 +55,16 @@ pub(super) fn window(block_size: u64) -> usize {
 /// is dropped).
 pub(super) fn run(swarm: &Swarm<'_>, id: usize, source: &Source) -> Result<(), RemoteError> {
     let mut retries = 0;
+    let mut delivered = 0u64;
     loop {
-        let failure = match session(swarm, id, source) {
+        let before = delivered;
+        let failure = match session(swarm, id, source, &mut delivered) {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        if delivered > before {
+            retries = 0;
+        }
         if swarm.is_stopped() {
             // The download ended and closed this connection: not a failure.
             return Ok(());
@@ -81,7 +89,13 @@ pub(super) fn run(swarm: &Swarm<'_>, id: usize, source: &Source) -> Result<(), R
 }
 
 /// One connection's worth of work.
-fn session(swarm: &Swarm<'_>, id: usize, source: &Source) -> Result<(), RemoteError> {
+/// `delivered` counts the blocks received on it.
+fn session(
+    swarm: &Swarm<'_>,
+    id: usize,
+    source: &Source,
+    delivered: &mut u64,
+) -> Result<(), RemoteError> {
     let job = swarm.job;
     let mut conn = Connection::connect(
         &source.addr,
@@ -123,7 +137,7 @@ fn session(swarm: &Swarm<'_>, id: usize, source: &Source) -> Result<(), RemoteEr
         }
     };
     let mut in_flight = VecDeque::new();
-    let result = pump(swarm, id, &mut conn, outline, &mut in_flight);
+    let result = pump(swarm, id, &mut conn, outline, &mut in_flight, delivered);
     for i in in_flight {
         swarm.sched.release(i);
     }
@@ -139,6 +153,7 @@ fn pump(
     conn: &mut Connection,
     outline: &Outline,
     in_flight: &mut VecDeque<u64>,
+    delivered: &mut u64,
 ) -> Result<(), RemoteError> {
     let job = swarm.job;
     let depth = window(outline::block_size(outline.size()));
@@ -175,6 +190,7 @@ fn pump(
             return Err(e);
         }
         in_flight.pop_front();
+        *delivered += 1;
         swarm.sched.arrived(index);
         if swarm.events.send(Event::Block { id, index, data }).is_err() {
             return Ok(());

@@ -127,6 +127,8 @@ async fn ctrl_c_keeps_the_verified_part_and_the_next_run_resumes() {
         stderr.contains("interrupted") && stderr.contains("run the same command again to resume"),
         "{stderr}"
     );
+    // Sizes a person reads: "1.0 MiB of 6.0 MiB verified", not byte counts.
+    assert!(stderr.contains(" MiB of 6.0 MiB verified in "), "{stderr}");
     let kept = verified_in_part(&part, &data);
     assert!(
         kept >= MIB as u64 && kept < data.len() as u64,

@@ -40,6 +40,18 @@ impl Tracker {
 
     /// Starts a tracker with these liveness settings and extra flags.
     pub async fn start_args(heartbeat: &str, ttl: &str, sweep: &str, extra: &[&str]) -> Tracker {
+        Self::start_at("127.0.0.1:0", heartbeat, ttl, sweep, extra).await
+    }
+
+    /// Starts a tracker listening on `bind` (an `IP:PORT`), with these
+    /// liveness settings and extra flags.
+    pub async fn start_at(
+        bind: &str,
+        heartbeat: &str,
+        ttl: &str,
+        sweep: &str,
+        extra: &[&str],
+    ) -> Tracker {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let db = format!(
@@ -59,7 +71,7 @@ impl Tracker {
         ];
         argv.extend_from_slice(extra);
         let config = <sbcftp_tracker::Config as clap::Parser>::try_parse_from(argv).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(sbcftp_tracker::run(listener, config, async move {
@@ -201,9 +213,14 @@ impl PeerProc {
             _dir: dir,
         };
         let deadline = Instant::now() + DEADLINE;
+        let prefix = format!("{ip}:");
         loop {
-            if let Some(found) = tracker.peer_at(ip).await
-                && found.file_count == count
+            // Another peer may share this IP (with another file count).
+            if let Some(found) = tracker
+                .peers()
+                .await
+                .into_iter()
+                .find(|p| p.addr.starts_with(&prefix) && p.file_count == count)
             {
                 p.addr = found.addr;
                 p.peer_id = found.peer_id.to_string();

@@ -3,8 +3,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod errors;
 mod helpers;
 mod hostile;
+mod live;
+mod prefix;
+mod reachability;
 mod swarm;
 
 use std::time::Duration;
@@ -362,7 +366,10 @@ async fn killed_peer_disappears_after_the_ttl() {
 /// errors, then 404) and registers again by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_registers_again_after_a_tracker_restart() {
-    let tracker = Tracker::start().await;
+    // A loopback address of its own: the port is bound again after the stop,
+    // and on 127.0.0.1 another test's outgoing connection could take it as
+    // its ephemeral source port in between (seen once as AddrInUse).
+    let tracker = Tracker::start_at("127.0.0.77:0", "1", "3", "1", &[]).await;
     let url = tracker.url.clone();
     let a = PeerProc::start(&tracker, "127.0.0.2", &[("f", b"f")], &[]).await;
     tracker.stop().await;

@@ -39,7 +39,8 @@ async fn register_holder(tracker: &Tracker, ip: &str, port: u16, data: &[u8], si
 
 /// A relay on `ip` that forwards every connection to `upstream` (a real
 /// peer) and flips one byte in the payload of every READ answer. Returns
-/// its port, the count of answers it corrupted and of connections it took.
+/// its port, the count of answers it corrupted, and of connections that
+/// asked it for a READ (the tracker's reachability check connects too).
 fn corrupting_relay(ip: &str, upstream: String) -> (u16, Arc<AtomicU64>, Arc<AtomicU64>) {
     let listener = TcpListener::bind((ip, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -50,7 +51,7 @@ fn corrupting_relay(ip: &str, upstream: String) -> (u16, Arc<AtomicU64>, Arc<Ato
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { return };
-            accepted.fetch_add(1, Ordering::Relaxed);
+            let accepted = Arc::clone(&accepted);
             let Ok(server) = TcpStream::connect(&upstream) else {
                 continue;
             };
@@ -60,7 +61,12 @@ fn corrupting_relay(ip: &str, upstream: String) -> (u16, Arc<AtomicU64>, Arc<Ato
                 (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
                 let mut frame = [0u8; REQUEST_LEN];
+                let mut reader = false;
                 while from_client.read_exact(&mut frame).is_ok() {
+                    if frame[5] == 2 && !reader {
+                        reader = true;
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    }
                     let _ = kinds.send(frame[5]);
                     if to_server.write_all(&frame).is_err() {
                         break;
@@ -380,8 +386,12 @@ async fn thirty_holders_lying_about_the_size_and_one_honest() {
         };
         register_holder(&tracker, &ip, port, &data, 1).await;
     }
+    // The tracker's one-content answer is the size most holders claim: the
+    // liars'. The downloader asks for every claimed size.
     let listed = tracker.client.content(&hash).await.unwrap();
-    assert_eq!(listed.peers.len(), 31);
+    assert_eq!((listed.size, listed.peers.len()), (1, 30));
+    let all = tracker.client.holders(&hash).await.unwrap();
+    assert_eq!(all.peers.len(), 31);
 
     let dl = tempfile::tempdir().unwrap();
     let od = dl.path().to_str().unwrap();

@@ -14,6 +14,11 @@
 //! from the cache, so their next heartbeat is a 404 and the peer registers
 //! again.
 //!
+//! The cache also holds each peer's last known reachability ([`Reach`]),
+//! so a heartbeat can answer with it without the database: set by this
+//! replica's checks (`crate::reachability`), read from the row when an
+//! entry is loaded, and refreshed from other replicas' checks.
+//!
 //! This module knows nothing of HTTP: it answers with [`AuthError`], which
 //! the HTTP layer (`error.rs`) turns into a status.
 
@@ -75,6 +80,27 @@ struct Known {
     token_hash: blake3::Hash,
     /// When the peer was last known alive (unix millis).
     alive_at: AtomicI64,
+    reach: Mutex<Reach>,
+}
+
+/// A peer's last known reachability, as heartbeat answers show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// `None`: not checked.
+    pub reachable: Option<bool>,
+    /// Why the last check failed.
+    pub reason: Option<String>,
+}
+
+impl Reach {
+    /// From a row's `reachable` (1, 0, NULL) and `unreachable_reason`.
+    pub fn from_row(reachable: Option<i64>, reason: Option<String>) -> Self {
+        let reachable = reachable.map(|v| v == 1);
+        Reach {
+            reason: reason.filter(|_| reachable == Some(false)),
+            reachable,
+        }
+    }
 }
 
 /// BLAKE3 of a token, as stored (in hex).
@@ -101,6 +127,8 @@ impl Liveness {
                 let Some(PeerAuth {
                     token_hash,
                     last_seen,
+                    reachable,
+                    unreachable_reason,
                 }) = store.peer_auth(peer_id).await?
                 else {
                     self.forget([peer_id]);
@@ -115,7 +143,8 @@ impl Liveness {
                     tracing::error!(%peer_id, "stored token hash is not valid hex");
                     return Err(AuthError::WrongToken(*peer_id));
                 };
-                self.cache(peer_id, hash, last_seen)
+                let reach = Reach::from_row(reachable, unreachable_reason);
+                self.cache(peer_id, hash, last_seen, reach)
             }
         };
         // blake3::Hash equality is constant-time.
@@ -130,16 +159,38 @@ impl Liveness {
     /// is the instant of its `last_seen` row, so the cache never thinks a
     /// peer alive that listings already hide.
     pub fn remember(&self, peer_id: &PeerId, token_hash: blake3::Hash, alive_at: i64) {
-        self.cache(peer_id, token_hash, alive_at);
+        self.cache(peer_id, token_hash, alive_at, Reach::default());
     }
 
-    fn cache(&self, peer_id: &PeerId, token_hash: blake3::Hash, alive_at: i64) -> Arc<Known> {
+    fn cache(
+        &self,
+        peer_id: &PeerId,
+        token_hash: blake3::Hash,
+        alive_at: i64,
+        reach: Reach,
+    ) -> Arc<Known> {
         let known = Arc::new(Known {
             token_hash,
             alive_at: AtomicI64::new(alive_at),
+            reach: Mutex::new(reach),
         });
         self.write_tokens().insert(*peer_id, Arc::clone(&known));
         known
+    }
+
+    /// Records a peer's reachability, if the peer is cached.
+    pub fn set_reach(&self, peer_id: &PeerId, reach: Reach) {
+        if let Some(k) = self.read_tokens().get(peer_id) {
+            *k.reach.lock().unwrap_or_else(|e| e.into_inner()) = reach;
+        }
+    }
+
+    /// A cached peer's last known reachability (not checked if unknown).
+    pub fn reach(&self, peer_id: &PeerId) -> Reach {
+        self.read_tokens()
+            .get(peer_id)
+            .map(|k| k.reach.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     /// Drops peers from the cache and the pending set.

@@ -30,6 +30,7 @@ async fn insert(store: &Store, id: u8, token: &str, seen: i64) -> PeerId {
         token_hash: hash.as_str(),
         addr: "127.0.0.2:44444",
         now: seen,
+        reachable_checked_at: 0,
     };
     store
         .insert_peer(&peer, &[])

@@ -26,7 +26,7 @@ use super::doc::{DatabaseErrors, JsonBodyErrors, PeerAuthErrors};
 use super::{cursor, page_limit, paginate, rfc3339};
 use crate::clock::{now_ms, online_since};
 use crate::error::{ApiJson, ApiQuery, Error, Result};
-use crate::liveness::hash_token;
+use crate::liveness::{Reach, hash_token};
 use crate::state::AppState;
 use crate::store::{FilesOutcome, NewPeer, PeerRow};
 
@@ -88,20 +88,27 @@ fn files_updated(
 }
 
 fn to_peer(row: PeerRow, files: Option<Vec<FileEntry>>) -> Peer {
+    let reach = Reach::from_row(row.reachable, row.unreachable_reason);
     Peer {
         peer_id: row.peer_id,
         addr: row.addr,
         registered_at: rfc3339(row.registered_at),
         last_seen: rfc3339(row.last_seen),
         file_count: u64::try_from(row.file_count).unwrap_or(0),
+        reachable: reach.reachable,
+        // A time only once a result is recorded (the row's time may be a claim).
+        reachable_checked_at: reach.reachable.map(|_| rfc3339(row.reachable_checked_at)),
+        unreachable_reason: reach.reason,
         files,
     }
 }
 
-fn heartbeat_answer(state: &AppState) -> HeartbeatResponse {
+fn heartbeat_answer(state: &AppState, reach: Reach) -> HeartbeatResponse {
     HeartbeatResponse {
         heartbeat_interval_secs: state.config.effective_heartbeat_secs(),
         ttl_secs: state.config.peer_ttl.as_secs(),
+        reachable: reach.reachable,
+        unreachable_reason: reach.reason,
     }
 }
 
@@ -116,6 +123,11 @@ fn new_token() -> String {
 /// The peer's IP is the one the request came from (or, behind a trusted
 /// proxy, the right-most untrusted `X-Forwarded-For` hop); `port` is where it
 /// serves files. The answer holds the secret token that later calls need.
+///
+/// Unless the tracker runs with `--reachability-check false`, it then
+/// connects once to that IP and port and sends one request in the peer
+/// protocol; whether a valid answer came back is the peer's `reachable`
+/// (in listings and heartbeat answers) a moment later.
 #[utoipa::path(
     post,
     path = "/api/v1/peers",
@@ -159,11 +171,17 @@ async fn register(
         token_hash: token_hex.as_str(),
         addr: &addr,
         now,
+        // The check below claims this registration's one check.
+        reachable_checked_at: if state.reachability.enabled() { now } else { 0 },
     };
     state.store.insert_peer(&new, &req.files).await?;
     state.liveness.remember(&peer_id, token_hash, now);
     tracing::info!(%peer_id, %addr, files = req.files.len(), "peer registered");
-    let answer = heartbeat_answer(&state);
+    // Only the registering address, on the port it advertised.
+    state
+        .reachability
+        .after_registration(peer_id, SocketAddr::new(ip, req.port));
+    let answer = heartbeat_answer(&state, Reach::default());
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse {
@@ -234,6 +252,9 @@ async fn get_peer(
 
 /// Keep a peer alive. Answers 404 once the peer has been swept; it should
 /// then register again.
+///
+/// The answer also says whether the tracker could reach the peer at its
+/// last reachability check.
 #[utoipa::path(
     post,
     path = "/api/v1/peers/{peer_id}/heartbeat",
@@ -251,7 +272,7 @@ async fn heartbeat(
     AuthPeer(peer_id): AuthPeer,
 ) -> Json<HeartbeatResponse> {
     state.liveness.beat(&peer_id);
-    Json(heartbeat_answer(&state))
+    Json(heartbeat_answer(&state, state.liveness.reach(&peer_id)))
 }
 
 /// Replace a peer's whole file list.

@@ -181,6 +181,7 @@ impl Store {
             pool,
             backend,
             sql: Arc::new(Statements::for_backend(backend)),
+            indexing: Arc::default(),
         })
     }
 }

@@ -10,8 +10,11 @@
 //! - [`sql`]: the text of every statement; where a backend needs its own SQL
 //!   it is a separate constant, picked in one place.
 //! - `peers`: register, authenticate, show, list, leave, heartbeat flush.
-//! - `files`: file-list changes (one helper inserts file rows), pages of
-//!   contents, name search.
+//! - `reachability`: the reachability check's results, the re-check's
+//!   queue and claims.
+//! - `files`: file-list changes (one helper writes file rows and their
+//!   search words), the deferred word indexer for large lists, pages of
+//!   contents grouped by (hash, size), search by words.
 //! - `sweep`: the sweep lease, stale peers, SQLite checkpoints.
 //!
 //! # How a method is written once for three databases
@@ -26,12 +29,15 @@
 //! Every change is one transaction, so a request that fails half-way leaves
 //! the database as it was. Files reference their peer with `ON DELETE
 //! CASCADE` (SQLite: `foreign_keys` is on for every connection), so removing
-//! a peer removes its files in the same statement.
+//! a peer removes its files in the same statement. The search words
+//! (`file_words`) have no foreign key, to keep registrations fast: every
+//! path that removes files removes their word rows in the same transaction.
 
 mod connect;
 mod files;
 mod migrate;
 mod peers;
+mod reachability;
 pub mod sql;
 mod sweep;
 
@@ -40,8 +46,9 @@ use std::sync::Arc;
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 pub use connect::Backend;
-pub use files::FilesOutcome;
+pub use files::{FilesOutcome, HolderCaps};
 pub use peers::{NewPeer, PeerAuth, PeerRow};
+pub use reachability::{ReachRow, RecheckRow};
 use sql::Statements;
 
 #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]
@@ -84,6 +91,9 @@ pub struct Store {
     pool: Pools,
     backend: Backend,
     sql: Arc<Statements>,
+    /// Peers whose word rows this process is writing after the response
+    /// (see `files`: deferred indexing).
+    indexing: Arc<std::sync::Mutex<std::collections::HashSet<sbcftp_api::PeerId>>>,
 }
 
 /// A fixed statement of [`Statements`] for sqlx, which otherwise takes only

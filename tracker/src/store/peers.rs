@@ -1,11 +1,11 @@
 //! Peers: register (with the peer's files), authenticate, show, list, leave,
-//! and the heartbeat flush.
+//! and the heartbeat flush. (Their reachability is `reachability`.)
 
 use std::collections::HashSet;
 
 use sbcftp_api::{FileEntry, PeerId};
 
-use super::files::{FileRow, Removal, write_files};
+use super::files::{FileRow, INLINE_MAX, Indexing, Removal, delete_word_rows, write_files};
 use super::{IN_CHUNK, Store, built, fixed, with_pool};
 
 /// A peer row as stored (times in unix milliseconds).
@@ -17,6 +17,11 @@ pub struct PeerRow {
     pub registered_at: i64,
     pub last_seen: i64,
     pub file_count: i64,
+    /// 1 reachable, 0 not, NULL not checked.
+    pub reachable: Option<i64>,
+    /// Unix millis of the last check (or claim of one); 0 never.
+    pub reachable_checked_at: i64,
+    pub unreachable_reason: Option<String>,
 }
 
 /// What authenticating a peer needs from its row.
@@ -26,6 +31,9 @@ pub struct PeerAuth {
     pub token_hash: String,
     /// Unix millis of the last flushed heartbeat.
     pub last_seen: i64,
+    /// 1 reachable, 0 not, NULL not checked.
+    pub reachable: Option<i64>,
+    pub unreachable_reason: Option<String>,
 }
 
 /// A peer id read alone.
@@ -44,15 +52,20 @@ pub struct NewPeer<'a> {
     pub addr: &'a str,
     /// Unix millis: its registration and first heartbeat.
     pub now: i64,
+    /// Unix millis the registration's reachability check is recorded as
+    /// claimed (0: none, the periodic re-check may take it at once).
+    pub reachable_checked_at: i64,
 }
 
 impl Store {
-    /// Inserts a peer and its files in one transaction.
+    /// Inserts a peer and its files in one transaction (with their word
+    /// rows, or, for more than 1,000 files, queued for the indexer).
     pub async fn insert_peer(
         &self,
         peer: &NewPeer<'_>,
         files: &[FileEntry],
     ) -> Result<(), sqlx::Error> {
+        let later = files.len() > INLINE_MAX;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(fixed(&self.sql.insert_peer))
@@ -61,13 +74,32 @@ impl Store {
                 .bind(peer.addr)
                 .bind(peer.now)
                 .bind(peer.now)
+                .bind(peer.reachable_checked_at)
                 .execute(&mut *tx)
                 .await?;
             // No cap here: the handler has checked the list.
-            write_files(&mut tx, &self.sql, &peer.peer_id, Removal::Nothing, files, usize::MAX)
-                .await?;
+            let indexing = if later { Indexing::Later } else { Indexing::Now };
+            write_files(
+                &mut tx,
+                &self.sql,
+                &peer.peer_id,
+                Removal::Nothing,
+                files,
+                indexing,
+                usize::MAX,
+            )
+            .await?;
+            if later {
+                sqlx::query(fixed(&self.sql.queue_peer))
+                    .bind(peer.peer_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
         });
+        if later {
+            self.spawn_indexer(peer.peer_id);
+        }
         Ok(())
     }
 
@@ -81,16 +113,27 @@ impl Store {
         })
     }
 
-    /// Deletes a peer and its files; false if there was no such peer.
+    /// Deletes a peer, its files and their word rows in one transaction;
+    /// false if there was no such peer.
     pub async fn delete_peer(&self, peer_id: &PeerId) -> Result<bool, sqlx::Error> {
-        let n = with_pool!(self, pool => {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let found = sqlx::query(fixed(&self.sql.lock_peer))
+                .bind(peer_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if found == 0 {
+                return Ok(false);
+            }
+            delete_word_rows(&mut tx, &self.sql, peer_id, None).await?;
             sqlx::query(fixed(&self.sql.delete_peer))
                 .bind(peer_id)
-                .execute(pool)
-                .await?
-                .rows_affected()
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         });
-        Ok(n > 0)
+        Ok(true)
     }
 
     /// One online peer and its files.

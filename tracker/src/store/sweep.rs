@@ -3,8 +3,9 @@
 
 use sbcftp_api::PeerId;
 
+use super::files::delete_word_rows;
 use super::peers::PeerIdRow;
-use super::{IN_CHUNK, Store, built, fixed, with_pool};
+use super::{Store, built, fixed, with_pool};
 
 impl Store {
     /// Tries to take the sweep lease until `until`; true if this replica holds it.
@@ -39,17 +40,38 @@ impl Store {
         Ok(rows.into_iter().map(|r| r.peer_id).collect())
     }
 
-    /// Deletes these peers (and their files) if they are still stale; returns
-    /// how many were deleted.
+    /// Deletes these peers (their files and word rows) if they are still
+    /// stale, one transaction per peer (a heartbeat flushed since they were
+    /// selected saves a peer, and rolls its word rows back); returns how
+    /// many were deleted.
     pub async fn delete_stale(&self, ids: &[PeerId], before: i64) -> Result<u64, sqlx::Error> {
         let mut deleted = 0;
-        for chunk in ids.chunks(IN_CHUNK) {
+        let stmt = self.sql.delete_stale(1);
+        for id in ids {
             deleted += with_pool!(self, pool => {
-                let mut q = sqlx::query(built(self.sql.delete_stale(chunk.len())));
-                for id in chunk {
-                    q = q.bind(id);
+                let mut tx = pool.begin().await?;
+                // The write lock first (SQLite), and the existence check.
+                let found = sqlx::query(fixed(&self.sql.lock_peer))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if found == 0 {
+                    continue;
                 }
-                q.bind(before).execute(pool).await?.rows_affected()
+                delete_word_rows(&mut tx, &self.sql, id, None).await?;
+                let n = sqlx::query(built(stmt.clone()))
+                    .bind(id)
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 0 {
+                    tx.rollback().await?;
+                } else {
+                    tx.commit().await?;
+                }
+                n
             });
         }
         Ok(deleted)

@@ -1,20 +1,28 @@
 //! Test harness: a fresh database per test, the real tracker started with
 //! `run()` on 127.0.0.1:0, and typed helpers over reqwest.
 //!
+//! This target has its own `main` (`harness = false`, libtest-mimic) so
+//! that a backend nobody can reach is reported as such: its tests show as
+//! `ignored, <why>` and a `backend ...` line says what ran and what did
+//! not, where plain `#[test]`s could only pass silently.
+//!
 //! MariaDB/MySQL and PostgreSQL come from `SBCFTP_TEST_MYSQL_URL` (default
 //! `mysql://root@127.0.0.1:3306`) and `SBCFTP_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432`). Each test creates its own
 //! `sbcftp_test_<random>` database and drops it when it ends, also when it
-//! fails. An unreachable server makes the test print SKIPPED and pass, unless
-//! `SBCFTP_TEST_REQUIRE_BACKENDS=1`.
+//! fails. An unreachable server makes its tests ignored with the reason, or
+//! failed when `SBCFTP_TEST_REQUIRE_BACKENDS=1`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use reqwest::{Method, StatusCode};
-use sbcftp_api::{ContentHash, FileEntry, FileName, Problem, RegisterRequest, RegisterResponse};
+use sbcftp_api::{
+    ContentHash, FileEntry, FileName, HeartbeatResponse, Problem, RegisterRequest, RegisterResponse,
+};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::oneshot;
@@ -27,36 +35,187 @@ pub enum Backend {
     Postgres,
 }
 
-/// Generates `sqlite::NAME`, `mysql::NAME` and `postgres::NAME` tests from
-/// `async fn NAME(backend: Backend)` bodies.
+impl Backend {
+    pub const ALL: [Backend; 3] = [Backend::Sqlite, Backend::MySql, Backend::Postgres];
+
+    /// The name in test paths (`lifecycle::mysql::full_lifecycle`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::MySql => "mysql",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Defines this module's `pub fn trials()`: `MODULE::sqlite::NAME`,
+/// `MODULE::mysql::NAME` and `MODULE::postgres::NAME` from
+/// `async fn NAME(backend: Backend)` bodies. A new test module adds one
+/// `trials.extend(module::trials())` line to `main.rs`. (A `#[test]` or
+/// `#[tokio::test]` here would never run: this target has its own `main`.)
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::MySql).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Postgres).await
-                }
-            )*
+        /// This module's tests, once per backend (collected by `main`).
+        pub fn trials() -> Vec<libtest_mimic::Trial> {
+            let module = $crate::helpers::module_name(module_path!());
+            let mut trials = Vec::new();
+            for backend in $crate::helpers::Backend::ALL {
+                $(
+                    trials.push($crate::helpers::backend_trial(
+                        module,
+                        stringify!($name),
+                        backend,
+                        $name,
+                    ));
+                )*
+            }
+            trials
         }
     };
+}
+
+/// `lifecycle` from `api::lifecycle`.
+pub fn module_name(path: &'static str) -> &'static str {
+    path.split_once("::").map_or(path, |(_, m)| m)
+}
+
+/// Runs a test body on its own runtime, as `#[tokio::test]` would.
+fn block_on<Fut: Future<Output = ()>>(body: Fut) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(body)
+}
+
+/// `MODULE::BACKEND::NAME`, run only when `backend` is reachable: ignored
+/// with the reason otherwise, or failed if backends are required.
+pub fn backend_trial<F, Fut>(module: &str, name: &str, backend: Backend, test: F) -> Trial
+where
+    F: FnOnce(Backend) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    Trial::ignorable_test(format!("{module}::{}::{name}", backend.key()), move || {
+        if let Err(why) = reachable(backend) {
+            return if backends_required() {
+                Err(Failed::from(format!(
+                    "{why} (SBCFTP_TEST_REQUIRE_BACKENDS=1 requires it)"
+                )))
+            } else {
+                Ok(Completion::ignored_with(why))
+            };
+        }
+        block_on(test(backend));
+        Ok(Completion::Completed)
+    })
+}
+
+/// A test that needs no database.
+pub fn trial<F, Fut>(name: &str, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    Trial::test(name, move || {
+        block_on(test());
+        Ok(())
+    })
+}
+
+fn backends_required() -> bool {
+    std::env::var("SBCFTP_TEST_REQUIRE_BACKENDS").as_deref() == Ok("1")
+}
+
+/// Whether `backend`'s server answers, probed once per run; `Err` says why
+/// not and what to do.
+pub fn reachable(backend: Backend) -> &'static Result<(), String> {
+    static STATE: [OnceLock<Result<(), String>>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    STATE[backend as usize].get_or_init(|| {
+        if backend == Backend::Sqlite {
+            return Ok(());
+        }
+        let (admin, var) = admin_url(backend);
+        // Own thread and runtime: this may be first called inside a test's.
+        install_crypto();
+        let probe = {
+            let admin = admin.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime")
+                    .block_on(async {
+                        tokio::time::timeout(
+                            Duration::from_secs(10),
+                            admin_exec(backend, &admin, "SELECT 1"),
+                        )
+                        .await
+                    })
+            })
+            .join()
+        };
+        let why = match probe {
+            Ok(Ok(Ok(()))) => return Ok(()),
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(_)) => "no answer in 10 s".into(),
+            Err(panic) => format!(
+                "the probe panicked: {}",
+                panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("?")
+            ),
+        };
+        Err(format!(
+            "{} unreachable at {admin}: {why}; start it or set {var}",
+            backend.key()
+        ))
+    })
+}
+
+/// Prints one line per backend that the selected tests use: where it runs,
+/// or why its tests are ignored (or will fail). Libtest's own output stays
+/// as it is, so `--list` and `--format json` are left alone.
+pub fn print_backends(args: &Arguments, trials: &[Trial]) {
+    if args.list
+        || args
+            .format
+            .is_some_and(|f| f == libtest_mimic::FormatSetting::Json)
+    {
+        return;
+    }
+    for backend in Backend::ALL {
+        let marker = format!("::{}::", backend.key());
+        let count = trials
+            .iter()
+            .filter(|t| t.name().contains(&marker) && !args.is_filtered_out(t))
+            .count();
+        if count == 0 {
+            continue;
+        }
+        match reachable(backend) {
+            Ok(()) if backend == Backend::Sqlite => {
+                println!("backend sqlite: {count} tests run (temporary files)")
+            }
+            Ok(()) => println!(
+                "backend {}: {count} tests run on {}",
+                backend.key(),
+                admin_url(backend).0
+            ),
+            Err(why) if backends_required() => println!(
+                "backend {}: {count} tests FAIL: {why} (SBCFTP_TEST_REQUIRE_BACKENDS=1)",
+                backend.key()
+            ),
+            Err(why) => println!(
+                "backend {}: {count} tests SKIPPED (shown as ignored): {why}",
+                backend.key()
+            ),
+        }
+    }
 }
 
 fn admin_url(backend: Backend) -> (String, &'static str) {
@@ -90,7 +249,7 @@ pub struct TestDb {
 
 impl TestDb {
     /// A fresh database, or `None` if the server is unreachable and backends
-    /// are not required.
+    /// are not required (its tests are then reported as ignored, never run).
     pub async fn create(backend: Backend) -> Option<Arc<TestDb>> {
         if backend == Backend::Sqlite {
             let dir = tempfile::tempdir().unwrap();
@@ -106,32 +265,20 @@ impl TestDb {
                 _dir: Some(dir),
             }));
         }
-        let (admin, var) = admin_url(backend);
+        let (admin, _) = admin_url(backend);
+        if reachable(backend).is_err() {
+            // backend_trial reports these as ignored (or failed) before this.
+            assert!(!backends_required(), "{backend:?} is required");
+            return None;
+        }
         let name = format!("sbcftp_test_{:016x}", rand::random::<u64>());
-        let created = tokio::time::timeout(
+        tokio::time::timeout(
             Duration::from_secs(10),
             admin_exec(backend, &admin, &format!("CREATE DATABASE {name}")),
         )
-        .await;
-        match created {
-            Ok(Ok(())) => {}
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "timed out".into(),
-                    Ok(Ok(())) => unreachable!(),
-                };
-                if std::env::var("SBCFTP_TEST_REQUIRE_BACKENDS").as_deref() == Ok("1") {
-                    panic!(
-                        "{backend:?} unreachable at {admin}: {why} (SBCFTP_TEST_REQUIRE_BACKENDS=1)"
-                    );
-                }
-                eprintln!(
-                    "SKIPPED: {backend:?} unreachable at {admin} ({why}; set {var} or start it)"
-                );
-                return None;
-            }
-        }
+        .await
+        .unwrap_or_else(|_| panic!("CREATE DATABASE on {admin} timed out"))
+        .unwrap_or_else(|e| panic!("CREATE DATABASE on {admin}: {e}"));
         let url = format!("{}/{name}", admin.trim_end_matches('/'));
         Some(Arc::new(TestDb {
             backend,
@@ -356,16 +503,30 @@ impl TestApp {
             .bearer_auth(token)
     }
 
-    pub async fn heartbeat(&self, peer: &RegisterResponse) -> StatusCode {
+    fn heartbeat_request(&self, peer: &RegisterResponse) -> reqwest::RequestBuilder {
         self.authed(
             Method::POST,
             &format!("/api/v1/peers/{}/heartbeat", peer.peer_id),
             &peer.token,
         )
-        .send()
-        .await
-        .unwrap()
-        .status()
+    }
+
+    pub async fn heartbeat(&self, peer: &RegisterResponse) -> StatusCode {
+        self.heartbeat_request(peer).send().await.unwrap().status()
+    }
+
+    /// A heartbeat's answer; panics unless 200.
+    pub async fn heartbeat_answer(&self, peer: &RegisterResponse) -> HeartbeatResponse {
+        let r = self.heartbeat_request(peer).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    /// `GET path` read as `T`; panics unless 200.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.unwrap()
     }
 
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
@@ -390,18 +551,32 @@ impl TestApp {
         }
     }
 
-    /// Everything the tracker shows, without the times that heartbeats move:
-    /// every peer with its files, and every content.
+    /// Everything the tracker shows, without what moves by itself (the
+    /// times heartbeats move, the reachability checks' results): every peer
+    /// with its files, and every content.
     pub async fn snapshot(&self) -> Value {
         let mut detailed = Vec::new();
         for p in self.walk("/api/v1/peers", "peers").await {
             let id = p["peer_id"].as_str().unwrap().to_owned();
             let (s, mut full) = self.get_json(&format!("/api/v1/peers/{id}")).await;
             assert_eq!(s, StatusCode::OK);
-            full.as_object_mut().unwrap().remove("last_seen");
+            let full_obj = full.as_object_mut().unwrap();
+            for moving in [
+                "last_seen",
+                "reachable",
+                "reachable_checked_at",
+                "unreachable_reason",
+            ] {
+                full_obj.remove(moving);
+            }
             detailed.push(full);
         }
-        let files = self.walk("/api/v1/files", "files").await;
+        let mut files = self.walk("/api/v1/files", "files").await;
+        for c in &mut files {
+            for p in c["peers"].as_array_mut().unwrap() {
+                p.as_object_mut().unwrap().remove("reachable");
+            }
+        }
         serde_json::json!({ "peers": detailed, "files": files })
     }
 }

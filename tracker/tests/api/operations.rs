@@ -6,6 +6,31 @@ use crate::helpers::{Backend, TestDb, eventually, expect_problem, file, spawn_ap
 
 crate::backend_tests!(health_and_metrics, graceful_shutdown);
 
+/// The tests for one backend only, and those without a database.
+pub fn other_trials() -> Vec<libtest_mimic::Trial> {
+    use crate::helpers::{backend_trial, trial};
+    vec![
+        trial("operations::openapi_is_in_sync", openapi_is_in_sync),
+        backend_trial(
+            "operations",
+            "outage_and_recovery",
+            Backend::Postgres,
+            |_| postgres_outage_and_recovery(),
+        ),
+        backend_trial(
+            "operations",
+            "connections_killed_recovers",
+            Backend::MySql,
+            |_| mysql_connections_killed_recovers(),
+        ),
+        #[cfg(unix)]
+        trial(
+            "operations::binary_stops_on_sigterm",
+            binary_stops_on_sigterm,
+        ),
+    ]
+}
+
 async fn health_and_metrics(backend: Backend) {
     let Some(app) = spawn_app(backend, &[]).await else {
         return;
@@ -48,7 +73,6 @@ async fn graceful_shutdown(backend: Backend) {
     );
 }
 
-#[tokio::test]
 async fn openapi_is_in_sync() {
     let generated = sbcftp_tracker::openapi::openapi_json();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
@@ -93,7 +117,6 @@ async fn openapi_is_in_sync() {
 /// PostgreSQL stops accepting connections to the test database and drops
 /// the tracker's: requests get 503 (not a hang), and the tracker recovers
 /// by itself when connections are allowed again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_and_recovery() {
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
@@ -157,7 +180,6 @@ async fn postgres_outage_and_recovery() {
 
 /// MariaDB/MySQL kills every connection of the tracker (as a server restart
 /// would): the tracker goes on answering without a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_connections_killed_recovers() {
     use sqlx::{Connection, Row};
     let Some(db) = TestDb::create(Backend::MySql).await else {
@@ -197,7 +219,6 @@ async fn mysql_connections_killed_recovers() {
 /// The real binary: serves, refuses a second instance on the same port with
 /// a one-line cause, and stops cleanly on SIGTERM.
 #[cfg(unix)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_stops_on_sigterm() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
@@ -218,6 +239,10 @@ async fn binary_stops_on_sigterm() {
             .expect("tracker exited before listening")
             .unwrap();
         if let Some(rest) = line.split("addr=").nth(1) {
+            // One line of settings, not a `Config { .. }` dump.
+            assert!(line.contains(" config=database sqlite://"), "{line}");
+            assert!(line.contains("open registration"), "{line}");
+            assert!(!line.contains("Config {"), "{line}");
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };

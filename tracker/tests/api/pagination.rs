@@ -1,4 +1,4 @@
-//! Cursor pagination and search.
+//! Cursor pagination (search: `search.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -6,7 +6,7 @@ use sbcftp_api::{ContentHash, ContentList, PeerId, PeerList};
 
 use crate::helpers::{Backend, TestApp, file, spawn_app};
 
-crate::backend_tests!(walk_every_page, search_by_name);
+crate::backend_tests!(walk_every_page);
 
 async fn walk_files(app: &TestApp, query: &str, limit: u32) -> Vec<sbcftp_api::Content> {
     let mut out = Vec::new();
@@ -106,55 +106,5 @@ async fn walk_every_page(backend: Backend) {
     }
     peers.sort();
     assert_eq!(seen, peers);
-    app.stop().await.unwrap();
-}
-
-async fn search_by_name(backend: Backend) {
-    let Some(app) = spawn_app(backend, &[]).await else {
-        return;
-    };
-    app.register(
-        1,
-        vec![
-            file("Holiday Video.MP4", "h"),
-            file("50%_off.txt", "p"),
-            file("500x_off.txt", "q"),
-        ],
-    )
-    .await;
-    app.register(
-        2,
-        vec![file("holiday-photo.jpg", "j"), file("notes.txt", "n")],
-    )
-    .await;
-    let names = |q: &'static str| {
-        let app = &app;
-        async move {
-            let all = walk_files(app, &format!("&q={q}"), 100).await;
-            let mut v: Vec<String> = all
-                .into_iter()
-                .flat_map(|c| c.names)
-                .map(String::from)
-                .collect();
-            v.sort();
-            v
-        }
-    };
-    assert_eq!(
-        names("holiday").await,
-        vec!["Holiday Video.MP4", "holiday-photo.jpg"]
-    );
-    assert_eq!(
-        names("HOLIDAY").await,
-        vec!["Holiday Video.MP4", "holiday-photo.jpg"]
-    );
-    assert_eq!(names("mp4").await, vec!["Holiday Video.MP4"]);
-    // % and _ are literal characters, not wildcards.
-    // As wildcards, `%_` would match every name and `0_` both "50%…" and "500x…".
-    assert_eq!(names("%25_").await, vec!["50%_off.txt"]);
-    assert_eq!(names("0_").await, Vec::<String>::new());
-    assert_eq!(names("x_off").await, vec!["500x_off.txt"]);
-    assert_eq!(names("nothing-like-this").await, Vec::<String>::new());
-    assert_eq!(names("").await.len(), 5);
     app.stop().await.unwrap();
 }

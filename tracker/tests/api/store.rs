@@ -20,10 +20,10 @@ async fn every_statement_prepares_on_the_migrated_schema(backend: Backend) {
         .unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
-    assert_eq!(store.prepare_all().await.unwrap(), 16);
+    assert_eq!(store.prepare_all().await.unwrap(), 27);
     assert!(store.hash_page(0, None, None, 10).await.unwrap().is_empty());
     let found = store
-        .hash_page(0, None, Some("50%_off!"), 10)
+        .hash_page(0, None, Some(&["50".to_owned(), "off".to_owned()]), 10)
         .await
         .unwrap();
     assert!(found.is_empty());

@@ -19,14 +19,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::ServerConfig;
-use crate::share::{Share, SharedFile};
+use crate::share::{Lookup, Share, SharedFile};
 use crate::transfer::connection::{Connection, Incoming};
 use crate::transfer::pace::Pacer;
 use crate::transfer::wire::{Kind, Request, Status};
@@ -44,6 +44,8 @@ pub(super) struct Responder {
     /// upload limit, so the pacing stays smooth).
     piece: usize,
     rescan: Arc<Notify>,
+    /// How long one connection may be used (checked between requests).
+    lifetime: Duration,
 }
 
 /// Why a connection ended (for the debug log).
@@ -72,17 +74,20 @@ impl Responder {
             pacer: Pacer::new(rate),
             piece,
             rescan,
+            lifetime: config.connection_lifetime,
         }
     }
 
     /// Answers requests on `conn` until the client closes, goes idle, breaks
-    /// the framing, or `shutdown` is cancelled.
+    /// the framing, uses up the connection's lifetime, or `shutdown` is
+    /// cancelled.
     pub(super) fn serve(&self, mut conn: Connection, shutdown: &CancellationToken) {
         let addr = conn.peer();
         // One buffer for all of this connection's READ answers: a downloader
         // sends one READ per block, and a fresh 1 MiB buffer per answer costs
         // a page fault per 4 KiB.
         let mut buf = Vec::new();
+        let opened = Instant::now();
         let end = loop {
             if shutdown.is_cancelled() {
                 break End::Closed;
@@ -108,6 +113,14 @@ impl Responder {
                 }
                 Err(e) => break End::Failed(e),
             };
+            if opened.elapsed() >= self.lifetime {
+                // Every request gets an answer, this one included.
+                let _ = conn.write_error(
+                    Status::Busy,
+                    "this connection has been open for its whole lifetime; reconnect",
+                );
+                break End::Rejected("connection lifetime over".into());
+            }
             let result = match req.kind {
                 Kind::Outline => self.answer_outline(&mut conn, &req),
                 Kind::Read => self.answer_read(&mut conn, addr, &req, &mut buf),
@@ -130,18 +143,25 @@ impl Responder {
         }
     }
 
-    /// The shared file `req` names, or `None` after answering NOT_FOUND (the
-    /// connection can go on).
+    /// The shared file `req` names, or `None` after answering NOT_FOUND, or
+    /// UNAVAILABLE for a content this peer shared until it changed a moment
+    /// ago (the connection can go on).
     fn shared_or_not_found(
         &self,
         conn: &mut Connection,
         req: &Request,
     ) -> io::Result<Option<Arc<SharedFile>>> {
-        let found = self.share.index().by_hash(&req.hash).cloned();
-        if found.is_none() {
-            conn.write_error(Status::NotFound, "this peer does not share that hash")?;
+        match self.share.lookup(&req.hash) {
+            Lookup::Shared(f) => return Ok(Some(f)),
+            Lookup::Retired => conn.write_error(
+                Status::Unavailable,
+                "the file changed on this peer; ask again later",
+            )?,
+            Lookup::Unknown => {
+                conn.write_error(Status::NotFound, "this peer does not share that hash")?
+            }
         }
-        Ok(found)
+        Ok(None)
     }
 
     /// Answers an OUTLINE request. `Ok(true)`: the connection can go on.
@@ -233,15 +253,20 @@ impl Responder {
         match outcome {
             Ok(()) => {
                 debug!(
-                    peer = %addr, name = %f.name, hash = hash8, offset = req.offset, bytes = sent, secs,
-                    "served {:?} ({hash8}) bytes {}..{end} ({}) to {addr}", f.name, req.offset, crate::ui::human_bytes(sent)
+                    "served {:?} ({hash8}) bytes {}..{end} ({}) to {addr} in {secs:.2}s",
+                    f.name,
+                    req.offset,
+                    crate::ui::human_bytes(sent)
                 );
                 Ok(true)
             }
             Err(e) => {
                 debug!(
-                    peer = %addr, name = %f.name, hash = hash8, offset = req.offset, bytes = sent, secs,
-                    "transfer of {:?} ({hash8}) to {addr} stopped after {} of {} bytes: {e}", f.name, sent, req.length
+                    "transfer of {:?} ({hash8}) bytes {}.. to {addr} stopped after {} of {}: {e}",
+                    f.name,
+                    req.offset,
+                    crate::ui::human_bytes(sent),
+                    crate::ui::human_bytes(req.length)
                 );
                 Ok(false)
             }

@@ -14,13 +14,17 @@
 //! checks that length against what it expects (see [`max_outline_len`],
 //! [`MAX_MESSAGE_LEN`]) before it reads or allocates anything.
 //!
-//! The payload of an OK OUTLINE answer is encoded by
-//! [`Outline`](super::outline::Outline); reading and writing frames on a
-//! socket, with deadlines, is [`Connection`](super::connection::Connection)'s job.
+//! It lives in this crate, not in the peer's, because the tracker speaks it
+//! too: its reachability check sends one OUTLINE to a registering peer and
+//! reads the answer's header, with these very functions, so the check
+//! cannot drift from the protocol. The peer re-exports it as
+//! `sbcftp_peer::transfer::wire`, where the OK OUTLINE payload (the
+//! peer's `transfer::outline`) and the framing on a socket with deadlines
+//! (its `transfer::connection`) are built on it.
 
 use std::fmt;
 
-use sbcftp_api::ContentHash;
+use crate::ContentHash;
 
 /// First four bytes of every request and response.
 pub const MAGIC: [u8; 4] = *b"SBCF";
@@ -37,7 +41,7 @@ pub const RESPONSE_HEADER_LEN: usize = 16;
 /// Longest error message a response may carry, in bytes.
 pub const MAX_MESSAGE_LEN: u64 = 1024;
 
-/// Most blocks a file is ever split into (see [`super::outline`]).
+/// Most blocks a file is ever split into (the peer's `transfer::outline`).
 pub const MAX_BLOCKS: u64 = 1 << 16;
 
 /// Length of a content hash or a chaining value in bytes.
