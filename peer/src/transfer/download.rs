@@ -229,7 +229,6 @@ fn run(
             active: 0,
             asked_for_more: false,
             writer: None,
-            written: 0,
         };
         let end = c.run(scope, &inbox, cancel);
         // Stop everything: sources blocked in a read, a wait, or a buffer
@@ -239,12 +238,11 @@ fn run(
             Some(w) => w.finish(),
             None => (0, Ok(())),
         };
-        c.written = written;
         let end = match (end, write_result) {
             (_, Err(e)) => End::Local(e),
             (end, Ok(())) => end,
         };
-        (end, c.written)
+        (end, written)
     });
     let (end, written) = end;
     // Events still queued (blocks read after the end) are dropped here.
@@ -454,7 +452,6 @@ struct Coordinator<'s, 'a, 'r> {
     active: usize,
     asked_for_more: bool,
     writer: Option<Writer<'s>>,
-    written: u64,
 }
 
 /// How often the loop looks at the cancel flag when nothing happens.

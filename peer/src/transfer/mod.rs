@@ -45,7 +45,8 @@
 //!   blocking pool and turn Ctrl-C into an `AtomicBool` that the download
 //!   polls between blocks. The download starts a thread per source (at most
 //!   `--max-sources`), all scoped to the call: when it returns, every
-//!   connection is closed and every thread has ended.
+//!   connection is closed and every thread has ended (a source still
+//!   connecting holds the end back for at most `--connect-timeout`).
 
 pub mod connection;
 pub mod download;
