@@ -175,8 +175,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SBCFTP_CONNECTION_LIFETIME", default_value = "10m", value_parser = parse_duration)]
     pub connection_lifetime: Duration,
 
-    /// Upload limit for all connections together, in bytes per second (unlimited by default).
-    #[arg(long, env = "SBCFTP_MAX_UPLOAD_RATE")]
+    /// Upload limit for all connections together, in bytes per second
+    /// (`50MB/s`, `1MiB/s`, `500k`, or a plain number; unlimited by default).
+    #[arg(long, env = "SBCFTP_MAX_UPLOAD_RATE", value_parser = parse_rate)]
     pub max_upload_rate: Option<u64>,
 
     /// How long a connection may stay idle between requests.
@@ -230,13 +231,29 @@ pub struct DownloadArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// A source that sends nothing for this long is dropped for the next one.
+    /// A source that sends nothing for this long is dropped (its blocks go
+    /// to the other sources).
     #[arg(long, env = "SBCFTP_STALL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
 
     /// How long connecting to a source may take.
     #[arg(long, env = "SBCFTP_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+
+    /// The rate floor: a source that sends a block slower than this (after
+    /// the stall timeout's grace) is dropped, even if it never goes silent.
+    #[arg(long, env = "SBCFTP_MIN_SOURCE_RATE", default_value = "16KiB/s", value_parser = parse_rate)]
+    pub min_source_rate: u64,
+
+    /// Download limit for all sources together, in bytes per second
+    /// (`50MB/s`, `1MiB/s`, `500k`, or a plain number; unlimited by default).
+    #[arg(long, env = "SBCFTP_MAX_DOWNLOAD_RATE", value_parser = parse_rate)]
+    pub max_download_rate: Option<u64>,
+
+    /// Most sources to download from at once; the other holders replace
+    /// sources that fail.
+    #[arg(long, env = "SBCFTP_MAX_SOURCES", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_sources: u16,
 }
 
 /// `get`.
@@ -248,6 +265,10 @@ pub struct GetArgs {
     /// Save under this name instead of the content's name.
     #[arg(long)]
     pub name: Option<String>,
+    /// Print the outcome as JSON on stdout (size, bytes per source, sources
+    /// dropped and why), whether the download succeeds or not.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub download: DownloadArgs,
 }
@@ -289,6 +310,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration (e.g. 10, 10s, 2m): {e}"))
 }
 
+/// Parses a rate in bytes per second: `1048576`, `500k`, `50MB/s`,
+/// `1MiB/s` (k, M, G are powers of 1000; Ki, Mi, Gi of 1024).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a rate (e.g. 1048576, 500k, 50MB/s, 1MiB/s)");
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim_end();
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim() {
+        "" => 1,
+        "k" | "K" => 1000,
+        "M" | "m" => 1000 * 1000,
+        "G" | "g" => 1000 * 1000 * 1000,
+        "Ki" | "ki" | "KI" => 1 << 10,
+        "Mi" | "mi" | "MI" => 1 << 20,
+        "Gi" | "gi" | "GI" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor).ok_or_else(bad)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -306,5 +350,18 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_rate("50MB/s").unwrap(), 50_000_000);
+        assert_eq!(parse_rate("1MiB/s").unwrap(), 1 << 20);
+        assert_eq!(parse_rate("16KiB/s").unwrap(), 16 << 10);
+        assert_eq!(parse_rate("500k").unwrap(), 500_000);
+        assert_eq!(parse_rate("2 GiB/s").unwrap(), 2 << 30);
+        for bad in ["fast", "", "5 parsecs", "-1", "99999999999999999999G"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -8,9 +8,9 @@
 //!   format ([`transfer::wire`], written down in `PROTOCOL.md`), block
 //!   outlines ([`transfer::outline`]), the one [`Connection`] type that owns
 //!   framing and deadlines ([`transfer::connection`]), the TCP server
-//!   ([`transfer::server`]), and the download ([`transfer::download`], with
-//!   the part file [`transfer::part`]). Its module doc says which code is
-//!   blocking and where async starts.
+//!   ([`transfer::server`]), and the swarm download ([`transfer::download`],
+//!   from every holder at once, with the part file [`transfer::part`]). Its
+//!   module doc says which code is blocking and where async starts.
 //! - [`share`]: the share folder, its index (by hash) and the hash cache;
 //!   [`share::live`] keeps the index live (watched, stable files only,
 //!   hashing on its own threads).

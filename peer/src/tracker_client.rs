@@ -19,6 +19,39 @@ use sbcftp_api::{
 };
 use serde::de::DeserializeOwned;
 
+/// Merges listing entries of the same hash (one per claimed size) into one
+/// each, in the order the hashes first appear: peers once each, the entry
+/// with the most holders first (its size and its names first).
+pub fn merge_entries(entries: Vec<Content>) -> Vec<Content> {
+    let mut groups: Vec<Vec<Content>> = Vec::new();
+    for c in entries {
+        match groups.iter_mut().find(|g| g[0].hash == c.hash) {
+            Some(g) => g.push(c),
+            None => groups.push(vec![c]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|mut g| {
+            g.sort_by_key(|c| std::cmp::Reverse(c.peers.len()));
+            let mut merged = g[0].clone();
+            for c in &g[1..] {
+                for p in &c.peers {
+                    if !merged.peers.iter().any(|q| q.peer_id == p.peer_id) {
+                        merged.peers.push(p.clone());
+                    }
+                }
+                for n in &c.names {
+                    if !merged.names.contains(n) {
+                        merged.names.push(n.clone());
+                    }
+                }
+            }
+            merged
+        })
+        .collect()
+}
+
 /// Timeout of one request to the tracker.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -419,6 +452,22 @@ impl TrackerClient {
         }
         out.truncate(max);
         Ok(out)
+    }
+
+    /// Every holder of `hash` the tracker lists, whatever size each claims:
+    /// `GET /files?hash=` has one entry per claimed size (a download proves
+    /// the size itself, so holders that lie about it cost nothing, and the
+    /// honest ones must not be left out). The entries are merged into one:
+    /// each peer once, the entry with the most holders first (its size, a
+    /// first guess only, and its names first). `NotFound` when none.
+    pub async fn holders(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
+        let h = hash.to_string();
+        let url = self.url("/files", &[("hash", h.as_str())])?;
+        let page: ContentList = self.expect(Method::GET, url, None, None::<&()>).await?;
+        merge_entries(page.files)
+            .into_iter()
+            .next()
+            .ok_or_else(|| TrackerError::NotFound(format!("no online peer shares {h}")))
     }
 
     /// `GET /api/v1/files/{hash}`.

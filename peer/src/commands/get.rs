@@ -1,24 +1,26 @@
 //! `get` and `browse`: find a content through the tracker and download it.
 //!
 //! Both share one download path (`download_content`), which runs the
-//! blocking downloader on the blocking pool, shows a progress bar, turns
-//! Ctrl-C into a clean stop that keeps the verified part, and asks the
-//! tracker once more for sources when every source failed.
+//! blocking downloader on the blocking pool, shows a progress bar (bytes,
+//! rate, ETA and the sources in use), turns Ctrl-C into a clean stop that
+//! keeps the verified blocks, asks the tracker once more for sources when
+//! every source failed, and ends with what each source sent and why any was
+//! dropped (one line, or JSON with `--json`).
 
-use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use indicatif::ProgressBar;
 use sbcftp_api::{Content, ContentHash, FileName};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{BrowseArgs, DownloadArgs, GetArgs};
-use crate::tracker_client::{TrackerClient, TrackerError};
-use crate::transfer::download::{self, Job, Observer, Outcome, Source};
-use crate::transfer::error::DownloadError;
+use crate::tracker_client::{TrackerClient, TrackerError, merge_entries};
+use crate::transfer::download::{self, Job, Observer, Outcome, Report, Source};
 use crate::ui;
 
 /// `println!` that returns the error instead of panicking (a closed pipe
@@ -47,14 +49,11 @@ pub async fn get(
     check_out_dir(&args.download.out)?;
     let lowered = args.what.to_ascii_lowercase();
     let (content, name) = if let Ok(hash) = ContentHash::parse(&lowered) {
-        let content = match client.content(&hash).await {
-            Ok(c) => c,
-            Err(TrackerError::NotFound(_)) => bail!("no online peer shares {lowered}"),
-            Err(e) => return Err(e.into()),
-        };
+        let content = holders(client, &hash).await?;
         let name = default_name(&content)?;
         (content, name)
     } else if let Some(content) = by_hash_prefix(client, &args.what).await? {
+        let content = holders(client, &content.hash).await?;
         let name = default_name(&content)?;
         (content, name)
     } else {
@@ -65,14 +64,25 @@ pub async fn get(
             .find(|n| **n == args.what)
             .cloned()
             .context("the tracker's answer does not have the name asked for")?;
-        (content, name)
+        // Every holder, whatever size it claims (a name search lists them
+        // by claimed size, at most 100 each).
+        (holders(client, &content.hash).await?, name)
     };
     let name = match args.name {
         Some(n) => FileName::new(n.as_str())
             .map_err(|e| anyhow!("cannot save under the name {n:?}: {e}"))?,
         None => name,
     };
-    download_content(client, content, name, &args.download, cancel).await
+    download_content(client, content, name, &args.download, args.json, cancel).await
+}
+
+/// Every holder of `hash` the tracker lists, whatever size each claims.
+async fn holders(client: &TrackerClient, hash: &ContentHash) -> anyhow::Result<Content> {
+    match client.holders(hash).await {
+        Ok(c) => Ok(c),
+        Err(TrackerError::NotFound(_)) => bail!("no online peer shares {hash}"),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Refuses an `--out` that exists but is not a folder, before anything is
@@ -87,11 +97,22 @@ fn check_out_dir(out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The name a content is saved under when the user names none: its first
-/// name, or its hash when it has none.
+/// The name a content is saved under when the user names none: the first of
+/// its names that is not a dotfile, in the tracker's order (the name most
+/// holders use, where the tracker orders them so), else its first name
+/// without its leading dots, else its hash. Never a dotfile: a hidden file
+/// (`.bashrc`, `.profile`) is not something a download should create
+/// unasked; `--name` can still ask for one.
 fn default_name(content: &Content) -> anyhow::Result<FileName> {
-    match content.names.first() {
-        Some(name) => Ok(name.clone()),
+    if let Some(name) = content.names.iter().find(|n| !n.starts_with('.')) {
+        return Ok(name.clone());
+    }
+    let stripped = content
+        .names
+        .first()
+        .and_then(|n| FileName::new(n.trim_start_matches('.')).ok());
+    match stripped {
+        Some(name) => Ok(name),
         None => Ok(FileName::new(content.hash.to_string())?),
     }
 }
@@ -103,7 +124,8 @@ async fn by_hash_prefix(client: &TrackerClient, what: &str) -> anyhow::Result<Op
     let Some(prefix) = super::list::hash_prefix(what) else {
         return Ok(None);
     };
-    let mut found = client.contents_with_prefix(&prefix, 10).await?;
+    // One entry per hash (the listing has one per claimed size).
+    let mut found = merge_entries(client.contents_with_prefix(&prefix, 10).await?);
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
@@ -141,12 +163,14 @@ fn push_candidates(msg: &mut String, contents: &[Content]) {
 /// unfiltered listing.
 async fn find_by_name(client: &TrackerClient, name: &str) -> anyhow::Result<Content> {
     let query = sbcftp_api::search::query_for_name(name);
-    let matches: Vec<Content> = client
-        .all_files(query.as_deref(), 10_000)
-        .await?
-        .into_iter()
-        .filter(|c| c.names.iter().any(|n| n == name))
-        .collect();
+    let matches: Vec<Content> = merge_entries(
+        client
+            .all_files(query.as_deref(), 10_000)
+            .await?
+            .into_iter()
+            .filter(|c| c.names.iter().any(|n| n == name))
+            .collect(),
+    );
     match matches.len() {
         0 if super::list::hash_prefix(name).is_some() => bail!(
             "no shared content has a hash starting with {} or is named so; `sbcftp-peer files` lists what is shared",
@@ -244,12 +268,18 @@ pub async fn browse(
         out!("please answer y or n [Y/n] ");
         asked_again = true;
     }
-    download_content(client, content, name, &args.download, cancel).await
+    // Every holder, not only those that claim the size of the row picked.
+    let content = holders(client, &content.hash).await?;
+    download_content(client, content, name, &args.download, false, cancel).await
 }
 
-/// Progress bar and source messages for a download.
+/// Progress bar and source messages for a download, and the tracker to ask
+/// again when every source failed.
 struct BarObserver {
     bar: ProgressBar,
+    tracker: TrackerClient,
+    hash: ContentHash,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Observer for BarObserver {
@@ -266,35 +296,50 @@ impl Observer for BarObserver {
     fn message(&self, msg: &str) {
         self.bar.suspend(|| eprintln!("sbcftp-peer: {msg}"));
     }
+
+    fn sources(&self, n: usize) {
+        self.bar
+            .set_message(format!("{n} source{}", if n == 1 { "" } else { "s" }));
+    }
+
+    fn more_sources(&self) -> Vec<Source> {
+        // On the download's (blocking) thread: wait for the tracker here.
+        match self.runtime.block_on(self.tracker.holders(&self.hash)) {
+            Ok(fresh) => {
+                self.message("every source failed; trying the holders the tracker lists now");
+                to_sources(&fresh)
+            }
+            Err(e) => {
+                tracing::debug!("asking the tracker again failed: {e}");
+                Vec::new()
+            }
+        }
+    }
 }
 
-/// Downloads `content` as `name`, retrying once with sources the tracker
-/// knows by then if every source failed.
+/// Downloads `content` as `name`, then says how it went (as JSON with `json`).
 async fn download_content(
     client: &TrackerClient,
     content: Content,
     name: FileName,
     args: &DownloadArgs,
+    json: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    if content.size > sbcftp_api::MAX_FILE_SIZE {
-        bail!(
-            "the tracker announced an impossible size ({} bytes)",
-            content.size
-        );
-    }
     if content.peers.is_empty() {
         bail!("no online peer shares {} right now", content.hash);
     }
-    let job = Arc::new(Job {
+    let job = Job {
         hash: content.hash,
-        size: content.size,
         name,
         out_dir: args.out.clone(),
         force: args.force,
         stall_timeout: args.stall_timeout,
         connect_timeout: args.connect_timeout,
-    });
+        min_source_rate: args.min_source_rate,
+        max_download_rate: args.max_download_rate,
+        max_sources: usize::from(args.max_sources),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
         let stop = Arc::clone(&stop);
@@ -304,79 +349,162 @@ async fn download_content(
             stop.store(true, Ordering::Relaxed);
         })
     };
-    let obs = Arc::new(BarObserver {
-        bar: ui::byte_bar(content.size, "downloading"),
-    });
-
-    let mut tried: HashSet<String> = HashSet::new();
-    let mut sources: Vec<Source> = to_sources(&content);
-    let mut result;
-    let mut round = 0;
-    // `sources` is never empty here: the content has peers, and a second
-    // round starts only with new ones.
-    loop {
-        round += 1;
-        tried.extend(sources.iter().map(|s| s.addr.clone()));
-        let (job2, stop2, obs2, srcs) = (
-            Arc::clone(&job),
-            Arc::clone(&stop),
-            Arc::clone(&obs),
-            sources.clone(),
-        );
-        result =
-            tokio::task::spawn_blocking(move || download::download(&job2, &srcs, &stop2, &*obs2))
-                .await
-                .context("download task failed")?;
-        // Every source failed: ask the tracker once more for sources not tried yet.
-        if round >= 2
-            || !matches!(result, Err(DownloadError::NoSourceLeft { .. }))
-            || stop.load(Ordering::Relaxed)
-        {
-            break;
-        }
-        match client.content(&content.hash).await {
-            Ok(fresh) => {
-                sources = to_sources(&fresh)
-                    .into_iter()
-                    .filter(|s| !tried.contains(&s.addr))
-                    .collect();
-                if sources.is_empty() {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
+    // The listed size is only a first guess for the bar: the download takes
+    // the size from an outline that proves it.
+    let bar = ui::byte_bar(content.size.min(sbcftp_api::MAX_FILE_SIZE), "downloading");
+    let obs = BarObserver {
+        bar: bar.clone(),
+        tracker: client.clone(),
+        hash: content.hash,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let sources = to_sources(&content);
+    let started = Instant::now();
+    let stop2 = Arc::clone(&stop);
+    let (report, result) =
+        tokio::task::spawn_blocking(move || download::download(&job, &sources, &stop2, &obs))
+            .await
+            .context("download task failed")?;
+    let secs = started.elapsed().as_secs_f64();
     watcher.abort();
-    obs.bar.finish_and_clear();
-    match result {
-        Ok(Outcome::Done {
-            path,
-            received,
-            resumed,
-        }) => {
-            let resumed_note = if resumed > 0 {
-                format!(", {} resumed from an earlier run", ui::human_bytes(resumed))
+    bar.finish_and_clear();
+
+    if json {
+        let summary = Summary::new(&content.hash, &report, &result, secs);
+        let mut out = io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &summary)?;
+        writeln!(out).and_then(|()| out.flush())?;
+    }
+    let outcome = result?;
+    if json {
+        return Ok(());
+    }
+    match outcome {
+        Outcome::Done { path } => {
+            let size = report.size.unwrap_or(0);
+            let resumed_note = if report.resumed > 0 {
+                format!(
+                    ", {} resumed from an earlier run",
+                    ui::human_bytes(report.resumed)
+                )
             } else {
                 String::new()
             };
             outln!(
-                "downloaded {} ({}, {} received{resumed_note}), verified blake3 {}",
+                "downloaded {} ({}, {} received in {secs:.1} s{resumed_note}), verified blake3 {}",
                 path.display(),
-                ui::human_bytes(content.size),
-                ui::human_bytes(received),
+                ui::human_bytes(size),
+                ui::human_bytes(report.received),
                 content.hash
             );
+            outln!("{}", sources_line(&report));
             Ok(())
         }
-        Ok(Outcome::AlreadyThere { path }) => {
+        Outcome::AlreadyThere { path } => {
             outln!(
                 "{} is already there with this content; nothing to do",
                 path.display()
             );
             Ok(())
         }
-        Err(e) => Err(e.into()),
+    }
+}
+
+/// `from 127.0.0.2:44444 600.0 MiB, 127.0.0.3:44444 424.0 MiB; dropped:
+/// 127.0.0.4:44444 (peer …): stalled …`
+fn sources_line(report: &Report) -> String {
+    let used: Vec<String> = report
+        .sources
+        .iter()
+        .filter(|s| s.bytes > 0)
+        .map(|s| format!("{} {}", s.source.addr, ui::human_bytes(s.bytes)))
+        .collect();
+    let mut line = format!(
+        "from {} source{}: {}",
+        used.len(),
+        if used.len() == 1 { "" } else { "s" },
+        if used.is_empty() {
+            "none (all resumed)".to_owned()
+        } else {
+            used.join(", ")
+        }
+    );
+    let dropped: Vec<String> = report
+        .sources
+        .iter()
+        .filter_map(|s| {
+            let why = s.dropped.as_ref()?;
+            Some(format!("{} ({}): {why}", s.source.addr, s.source.peer_id))
+        })
+        .collect();
+    if !dropped.is_empty() {
+        line.push_str(&format!("; dropped: {}", dropped.join("; ")));
+    }
+    line
+}
+
+/// What `get --json` prints.
+#[derive(Debug, Serialize)]
+struct Summary {
+    /// `downloaded`, `already_there` or `failed`.
+    status: &'static str,
+    hash: String,
+    path: Option<String>,
+    /// From the outline (null if no source sent one).
+    size: Option<u64>,
+    received: u64,
+    resumed: u64,
+    secs: f64,
+    sources: Vec<SourceSummary>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SourceSummary {
+    peer_id: String,
+    addr: String,
+    bytes: u64,
+    blocks: u64,
+    unused: u64,
+    dropped: Option<String>,
+}
+
+impl Summary {
+    fn new(
+        hash: &ContentHash,
+        report: &Report,
+        result: &Result<Outcome, crate::transfer::error::DownloadError>,
+        secs: f64,
+    ) -> Self {
+        let (status, path, error) = match result {
+            Ok(Outcome::Done { path }) => ("downloaded", Some(path.display().to_string()), None),
+            Ok(Outcome::AlreadyThere { path }) => {
+                ("already_there", Some(path.display().to_string()), None)
+            }
+            Err(e) => ("failed", None, Some(ui::error_chain(e))),
+        };
+        Summary {
+            status,
+            hash: hash.to_string(),
+            path,
+            size: report.size,
+            received: report.received,
+            resumed: report.resumed,
+            secs,
+            sources: report
+                .sources
+                .iter()
+                .map(|s| SourceSummary {
+                    peer_id: s.source.peer_id.to_string(),
+                    addr: s.source.addr.clone(),
+                    bytes: s.bytes,
+                    blocks: s.blocks,
+                    unused: s.unused,
+                    dropped: s.dropped.clone(),
+                })
+                .collect(),
+            error,
+        }
     }
 }
 
@@ -389,4 +517,29 @@ fn to_sources(content: &Content) -> Vec<Source> {
             addr: p.addr.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn content(names: &[&str]) -> Content {
+        Content {
+            hash: ContentHash::from_bytes([0xab; 32]),
+            size: 1,
+            names: names.iter().map(|n| FileName::new(*n).unwrap()).collect(),
+            peers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_default_name_is_never_a_dotfile() {
+        let name = |n: &[&str]| default_name(&content(n)).unwrap().into_string();
+        assert_eq!(name(&[".bashrc", "notes.txt"]), "notes.txt");
+        assert_eq!(name(&["b.txt", "a.txt"]), "b.txt", "the tracker's order");
+        assert_eq!(name(&[".profile"]), "profile");
+        assert_eq!(name(&["..."]), "ab".repeat(32));
+        assert_eq!(name(&[]), "ab".repeat(32));
+    }
 }

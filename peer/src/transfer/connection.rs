@@ -16,17 +16,21 @@
 //! | write an [answer](Connection::write_answer), a [piece](Connection::write_piece) of one, or a [request](Connection::send) | both | all of it within `io` |
 //! | [read a response header](Connection::read_ok_header) | client | 16 bytes (and an error message) within `io` |
 //! | [read a payload](Connection::read_payload) of an expected length | client | each read waits at most `io` for data |
+//! | [read a block](Connection::read_payload_within) | client | each read waits at most `io` for data, and the whole block arrives within a limit of its own |
 //!
 //! A write deadline covers a whole piece (at most 1 MiB), so a reader that
-//! takes a byte at a time cannot hold a server thread. A payload read is
-//! bounded per read (a stall); a floor on the rate of a whole block is a
-//! deadline of its own that `read_payload` is the place for.
+//! takes a byte at a time cannot hold a server thread. On the client, a
+//! deadline per read only catches silence: a source that sends one byte
+//! every few seconds would hold a block forever. So a block also has a
+//! deadline for the whole of it, which the downloader derives from a floor
+//! on the rate ([`RemoteError::TooSlow`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::error::{RemoteError, Violation};
+use super::pace::Pacer;
 use super::wire::{
     MAX_MESSAGE_LEN, REQUEST_LEN, RESPONSE_HEADER_LEN, Request, RequestError, ResponseHeader,
     Status, encode_error,
@@ -97,6 +101,9 @@ fn is_timeout(e: &io::Error) -> bool {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
 }
+
+/// Most bytes read at once under a download limit, so the pacing stays smooth.
+const PACED_READ: usize = 64 * 1024;
 
 /// A socket timeout must not be zero (that means "none").
 fn nonzero(d: Duration) -> Duration {
@@ -230,6 +237,17 @@ impl Connection {
         Ok(self.write_within(&request.encode())?)
     }
 
+    /// Sends several requests in one write. The server answers them in
+    /// order, one after the other (pipelining: the next answer is already on
+    /// its way while this side reads the current one).
+    pub fn send_all(&mut self, requests: &[Request]) -> Result<(), RemoteError> {
+        let mut buf = Vec::with_capacity(requests.len() * REQUEST_LEN);
+        for r in requests {
+            buf.extend_from_slice(&r.encode());
+        }
+        Ok(self.write_within(&buf)?)
+    }
+
     /// Reads a response header and returns the payload length of an OK
     /// answer. Any other status is [`RemoteError::Refused`], with the
     /// answer's message when it is short enough to read.
@@ -269,6 +287,64 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::debug!(peer = %self.peer, got, "payload read failed: {e}");
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `buf.len()` bytes of a payload (a block): each read
+    /// waits at most the `io` deadline for data ([`RemoteError::Stalled`]),
+    /// and the whole of it must arrive within `limit`
+    /// ([`RemoteError::TooSlow`]), not counting the time `pacer` (a download
+    /// limit) held this thread back.
+    pub fn read_payload_within(
+        &mut self,
+        buf: &mut [u8],
+        limit: Duration,
+        pacer: Option<&Pacer>,
+    ) -> Result<(), RemoteError> {
+        let started = Instant::now();
+        let mut deadline = started + limit;
+        let io_wait = nonzero(self.deadlines.io);
+        let mut timeout = io_wait;
+        self.stream.set_read_timeout(Some(timeout))?;
+        let mut got = 0;
+        while got < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RemoteError::TooSlow {
+                    got: got as u64,
+                    len: buf.len() as u64,
+                    secs: started.elapsed().as_secs(),
+                });
+            }
+            // Near the block's deadline, a read waits only until then.
+            let wanted = nonzero(left.min(io_wait));
+            if wanted != timeout {
+                timeout = wanted;
+                self.stream.set_read_timeout(Some(timeout))?;
+            }
+            let end = match pacer {
+                Some(_) => buf.len().min(got + PACED_READ),
+                None => buf.len(),
+            };
+            match self.stream.read(&mut buf[got..end]) {
+                Ok(0) => return Err(RemoteError::Closed),
+                Ok(n) => {
+                    got += n;
+                    if let Some(p) = pacer {
+                        let wait = p.reserve(n as u64);
+                        std::thread::sleep(wait);
+                        deadline += wait;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The deadline passed: the loop reports TooSlow.
+                Err(e) if is_timeout(&e) && timeout < io_wait => {}
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, got, "block read failed: {e}");
                     return Err(e.into());
                 }
             }
@@ -433,6 +509,48 @@ mod tests {
             Err(RemoteError::Stalled)
         ));
         drop(server);
+    }
+
+    #[test]
+    fn a_trickling_source_is_too_slow_for_the_block() {
+        let (mut server, mut client) = pair(Deadlines::client(Duration::from_secs(30)));
+        // One byte every 20 ms never stalls a read, but 1000 bytes need 20 s.
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..1000 {
+                if server.write_piece(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let mut buf = [0u8; 1000];
+        match client.read_payload_within(&mut buf, Duration::from_millis(300), None) {
+            Err(e @ RemoteError::TooSlow { got, len: 1000, .. }) => {
+                assert!(got < 1000, "{got}");
+                assert!(e.to_string().starts_with("too slow: "), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        client.stream.shutdown(Shutdown::Both).unwrap();
+        trickle.join().unwrap();
+
+        // The same limit is plenty for a block that comes at once, paced or not.
+        let (mut server, mut client) = pair(quick());
+        server.write_piece(&[7u8; 1000]).unwrap();
+        let pacer = Pacer::new(Some(1 << 30));
+        client
+            .read_payload_within(&mut buf, Duration::from_secs(5), pacer.as_ref())
+            .unwrap();
+        assert_eq!(buf, [7u8; 1000]);
+        // And pipelined requests arrive in order.
+        let reqs = [
+            Request::outline(sbcftp_api::ContentHash::from_bytes([1; 32])),
+            Request::read(sbcftp_api::ContentHash::from_bytes([2; 32]), 0, 9),
+        ];
+        client.send_all(&reqs).unwrap();
+        for r in reqs {
+            assert!(matches!(server.read_request().unwrap(), Incoming::Request(got) if got == r));
+        }
     }
 
     #[test]

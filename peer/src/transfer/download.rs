@@ -1,38 +1,62 @@
-//! Downloading one content from the peers that hold it, verifying every block
-//! before it is written, and resuming from the verified part (blocking; the
-//! `get` command runs it on tokio's blocking pool).
+//! Downloading one content from every peer that holds it at once, verifying
+//! every block before it is written, and resuming from the verified blocks
+//! (blocking; the `get` command runs it on tokio's blocking pool).
 //!
-//! The file is assembled in a [`PartFile`] next to its final name. [`download`]
-//! tries the sources one after another. Per source: connect, fetch the outline
-//! (once per download, checked to merge to the requested hash and to have the
-//! size the tracker announced), re-verify what an earlier run left in the part
-//! file (once), then one READ of everything still missing, moved through the
-//! pipeline (`pipeline.rs`: network, verification and disk overlap). A
-//! source that fails is reported with its [`RemoteError`] and dropped; the next
-//! source continues from the current verified offset. When every block is in,
-//! the part file is given its final name.
+//! The shape of it, the way BitTorrent and Syncthing do it:
 //!
-//! The protocol's block CVs would let several sources serve different blocks
-//! at once; this implementation uses one at a time. Scheduling several is a
-//! change to this loop and to the pipeline's network stage; the part file,
-//! the connection and the error kinds stay as they are.
+//! - **Sources.** Every holder, in random order (a flood of fake holders at
+//!   the top of a listing cannot stall the start), at most
+//!   [`Job::max_sources`] at once; the others wait and replace sources that
+//!   end. Each runs on a thread of its own (`source.rs`).
+//! - **Outline and size.** The size comes from an outline that merges to
+//!   the content hash, never from the tracker's listing: other registrants
+//!   can lie about it. Merging proves the block CVs but not the exact size
+//!   (see [`Outline::from_payload_unsized`]). So each source that connects
+//!   while no outline is proven sends its outline together with the last
+//!   block as that outline places it (unless the part file already holds
+//!   it, verified); the first whose last block verifies is adopted, and a
+//!   source whose last block does not verify is dropped. The sources race:
+//!   a slow one cannot hold up the start. Then the part file is re-verified
+//!   against the proven outline (`part.rs`), and the blocks it lacks are
+//!   handed out.
+//! - **Scheduling.** Blocks are handed out one at a time to whichever
+//!   source asks (`schedule.rs`), each source keeping a window of pipelined
+//!   requests in flight; an endgame gives idle sources the blocks others
+//!   still hold, and the first verified copy wins.
+//! - **Verification.** This thread checks every block against its CV. A
+//!   corrupt block drops its source for this download, named with the block
+//!   (the observer's [`Observer::dropped`]), and the block goes back on the
+//!   list. Sources that stall, trickle, refuse or break the protocol are
+//!   dropped too; broken connections are retried a few times first.
+//! - **Disk.** Verified blocks are written at their place by a writer
+//!   thread (`pipeline.rs`); the part file only ever holds verified blocks,
+//!   so Ctrl-C, a failure, or a full disk leave something the same command
+//!   resumes from. When every block is in, the part file gets its final name.
+//! - **No source left.** The observer is asked once for more sources
+//!   ([`Observer::more_sources`]: `get` asks the tracker again).
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use rand::seq::SliceRandom;
 use sbcftp_api::{ContentHash, FileName, PeerId};
 
-use super::connection::{Connection, Deadlines};
+use super::connection::{Closer, Connection};
 use super::error::{DownloadError, LocalError, RemoteError, Violation};
-use super::outline::{self, Outline};
+use super::outline::{self, Outline, OutlineError};
+use super::pace::Pacer;
 use super::part::PartFile;
-use super::pipeline::{self, Stop};
-use super::wire::Request;
+use super::pipeline::{Pool, Writer};
+use super::schedule::Scheduler;
+use super::source;
 
 /// A peer that holds the content.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     /// The tracker's id for the peer (for messages).
     pub peer_id: PeerId,
@@ -44,8 +68,6 @@ pub struct Source {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub hash: ContentHash,
-    /// Its size as the tracker announced it.
-    pub size: u64,
     /// The file name to create in `out_dir`.
     pub name: FileName,
     /// The folder to download into (created if missing).
@@ -56,24 +78,60 @@ pub struct Job {
     pub stall_timeout: Duration,
     /// How long connecting to a source may take.
     pub connect_timeout: Duration,
+    /// The rate floor, in bytes per second: a block must arrive within the
+    /// stall timeout plus its length at this rate, or its source is dropped.
+    pub min_source_rate: u64,
+    /// A limit on the download, all sources together (bytes per second).
+    pub max_download_rate: Option<u64>,
+    /// Most sources used at once.
+    pub max_sources: usize,
+}
+
+impl Job {
+    /// The rate floor, never zero.
+    pub(super) fn min_rate(&self) -> u64 {
+        self.min_source_rate.max(1)
+    }
 }
 
 /// How a download ended well.
 #[derive(Debug)]
 pub enum Outcome {
     /// The file was downloaded and verified.
-    Done {
-        path: PathBuf,
-        /// Bytes received over the network in this run.
-        received: u64,
-        /// Bytes that were already verified in a part file.
-        resumed: u64,
-    },
+    Done { path: PathBuf },
     /// A file of that name with that content is already there.
     AlreadyThere { path: PathBuf },
 }
 
-/// Hooks for the caller: progress and messages about sources.
+/// What a download did, whether it succeeded or not.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The content's size, once an outline gave it.
+    pub size: Option<u64>,
+    /// Bytes that were already verified in a part file from an earlier run.
+    pub resumed: u64,
+    /// Bytes of verified blocks received over the network in this run.
+    pub received: u64,
+    /// Every source tried, in the order tried.
+    pub sources: Vec<SourceReport>,
+}
+
+/// What one source did.
+#[derive(Debug, Clone)]
+pub struct SourceReport {
+    pub source: Source,
+    /// Bytes of the blocks it sent that were verified and used.
+    pub bytes: u64,
+    /// Those blocks.
+    pub blocks: u64,
+    /// Bytes it sent that were not used: copies that came second in the
+    /// endgame, and corrupt blocks.
+    pub unused: u64,
+    /// Why it was dropped, if it was.
+    pub dropped: Option<String>,
+}
+
+/// Hooks for the caller: progress, messages about sources, more sources.
 pub trait Observer: Sync {
     /// The total is known and `done` bytes are already verified.
     fn start(&self, size: u64, done: u64);
@@ -81,6 +139,10 @@ pub trait Observer: Sync {
     fn advance(&self, n: u64);
     /// Something worth telling the user (resuming, …).
     fn message(&self, msg: &str);
+    /// `n` sources are in use now.
+    fn sources(&self, n: usize) {
+        let _ = n;
+    }
     /// `source` was dropped for this download.
     fn dropped(&self, source: &Source, why: &RemoteError) {
         self.message(&format!(
@@ -90,15 +152,33 @@ pub trait Observer: Sync {
             crate::ui::error_chain(why)
         ));
     }
+    /// Every source has ended with blocks still missing: more sources to
+    /// try, if the caller knows any (asked once per download).
+    fn more_sources(&self) -> Vec<Source> {
+        Vec::new()
+    }
 }
 
 /// Downloads `job` from `sources` (blocking). `cancel` is polled; when it is
-/// set the download stops and keeps its verified part.
+/// set the download stops and keeps its verified blocks. The report says
+/// what each source did, whatever the outcome.
 pub fn download(
     job: &Job,
     sources: &[Source],
     cancel: &AtomicBool,
     obs: &dyn Observer,
+) -> (Report, Result<Outcome, DownloadError>) {
+    let mut report = Report::default();
+    let result = run(job, sources, cancel, obs, &mut report);
+    (report, result)
+}
+
+fn run(
+    job: &Job,
+    sources: &[Source],
+    cancel: &AtomicBool,
+    obs: &dyn Observer,
+    report: &mut Report,
 ) -> Result<Outcome, DownloadError> {
     std::fs::create_dir_all(&job.out_dir).map_err(LocalError::io(format!(
         "cannot create {}",
@@ -106,7 +186,7 @@ pub fn download(
     )))?;
     let final_path = job.out_dir.join(&job.name);
     if final_path.symlink_metadata().is_ok() {
-        if same_content(&final_path, &job.hash, job.size) {
+        if same_content(&final_path, &job.hash) {
             return Ok(Outcome::AlreadyThere { path: final_path });
         }
         if !job.force {
@@ -116,174 +196,543 @@ pub fn download(
             .into());
         }
     }
+    let part = PartFile::open(&job.out_dir, &job.name, &job.hash)?;
 
-    let mut part = PartFile::open(&job.out_dir, &job.name, &job.hash)?;
-    let mut state = State {
+    let mut order: Vec<Source> = Vec::with_capacity(sources.len());
+    for s in sources {
+        if !order.iter().any(|o| o.addr == s.addr) {
+            order.push(s.clone());
+        }
+    }
+    order.shuffle(&mut rand::rng());
+
+    let (events, inbox) = mpsc::channel();
+    let swarm = Swarm {
         job,
-        outline: None,
-        verified: 0,
-        resumed: 0,
-        received: 0,
+        outline: OnceLock::new(),
+        sched: Scheduler::new(),
+        pool: Pool::new(),
+        pacer: Pacer::new(job.max_download_rate),
+        events,
+        open: Mutex::new(HashMap::new()),
+        banned: Mutex::new(HashSet::new()),
+        stopped: AtomicBool::new(false),
+        part: &part,
     };
-    let mut tried = 0;
-    for source in sources {
-        if cancel.load(Ordering::Relaxed) || state.complete() {
-            break;
-        }
-        tried += 1;
-        match state.try_source(source, &mut part, cancel, obs) {
-            Ok(()) => {}
-            Err(Stop::Cancelled) => break,
-            Err(Stop::Local(e)) => return Err(e.into()),
-            Err(Stop::Remote(why)) => {
-                tracing::debug!(peer = %source.peer_id, addr = %source.addr, "source dropped: {why}");
-                obs.dropped(source, &why);
-            }
-        }
-    }
+    let end = std::thread::scope(|scope| {
+        let mut c = Coordinator {
+            swarm: &swarm,
+            part: &part,
+            obs,
+            report,
+            waiting: order.into(),
+            active: 0,
+            asked_for_more: false,
+            writer: None,
+        };
+        let end = c.run(scope, &inbox, cancel);
+        // Stop everything: sources blocked in a read, a wait, or a buffer
+        // wait all wake up and end; the writer writes what is queued.
+        swarm.stop();
+        let (written, write_result) = match c.writer.take() {
+            Some(w) => w.finish(),
+            None => (0, Ok(())),
+        };
+        let end = match (end, write_result) {
+            (_, Err(e)) => End::Local(e),
+            (end, Ok(())) => end,
+        };
+        (end, written)
+    });
+    let (end, written) = end;
+    // Events still queued (blocks read after the end) are dropped here.
+    drop(inbox);
 
-    if !state.complete() {
-        let part_path = part.path().display().to_string();
-        // Nothing was ever written: leave no empty part file behind. (A part
-        // file from an earlier run whose outline could not be fetched this
-        // time is kept: it was never re-verified, so it is not empty.)
-        if part.is_empty() {
-            part.remove();
+    let size = report.size;
+    let verified = report.resumed + written;
+    let part_path = part.path().display().to_string();
+    match end {
+        End::Complete => {
+            let size = size.unwrap_or(0);
+            part.finish(&final_path, size, job.force)
+                .map_err(|cause| stopped(cause, verified, size, &part_path))?;
+            Ok(Outcome::Done { path: final_path })
         }
-        let (verified, size) = (state.verified, job.size);
-        return Err(if cancel.load(Ordering::Relaxed) {
-            DownloadError::Interrupted {
-                verified,
-                size,
-                part: part_path,
+        End::Local(cause) => {
+            let Some(size) = size else {
+                return Err(cause.into());
+            };
+            Err(stopped(cause, verified, size, &part_path))
+        }
+        End::Cancelled | End::NoSourceLeft => {
+            // Nothing was ever written: leave no empty part file behind.
+            if part.is_empty() {
+                part.remove();
             }
-        } else {
-            DownloadError::NoSourceLeft {
-                tried,
-                verified,
-                size,
-                part: part_path,
+            let tried = report.sources.len();
+            match (size, end) {
+                (None, End::Cancelled) => Err(DownloadError::InterruptedEarly),
+                (None, _) => Err(DownloadError::NoOutline { tried }),
+                (Some(size), End::Cancelled) => Err(DownloadError::Interrupted {
+                    verified,
+                    size,
+                    part: part_path,
+                }),
+                (Some(size), _) => Err(DownloadError::NoSourceLeft {
+                    tried,
+                    verified,
+                    size,
+                    part: part_path,
+                }),
             }
-        });
+        }
     }
-    part.finish(&final_path, job.size, job.force)?;
-    Ok(Outcome::Done {
-        path: final_path,
-        received: state.received,
-        resumed: state.resumed,
-    })
 }
 
-/// Whether the file at `path` has this size and hash.
-fn same_content(path: &Path, hash: &ContentHash, size: u64) -> bool {
+/// A local failure once the size is known: the verified part is kept.
+fn stopped(cause: LocalError, verified: u64, size: u64, part: &str) -> DownloadError {
+    match cause {
+        // Not a failure of the part: say it as it is.
+        e @ LocalError::Exists { .. } => e.into(),
+        cause => DownloadError::Stopped {
+            cause,
+            verified,
+            size,
+            part: part.to_owned(),
+        },
+    }
+}
+
+/// Whether the file at `path` is a regular file with this hash.
+fn same_content(path: &Path, hash: &ContentHash) -> bool {
     let Ok(f) = File::open(path) else {
         return false;
     };
-    match f.metadata() {
-        Ok(m) if m.is_file() && m.len() == size => {}
+    let size = match f.metadata() {
+        Ok(m) if m.is_file() => m.len(),
         _ => return false,
-    }
-    matches!(outline::hash_file(&f, size, &|_| {}), Ok((h, _)) if h == *hash)
+    };
+    size <= sbcftp_api::MAX_FILE_SIZE
+        && matches!(outline::hash_file(&f, size, &|_| {}), Ok((h, _)) if h == *hash)
 }
 
-/// Where a download stands between sources.
-struct State<'a> {
-    job: &'a Job,
-    /// Fetched from the first source that had a good one.
-    outline: Option<Outline>,
-    /// Bytes at the start of the part file that are verified.
-    verified: u64,
-    /// Bytes that were verified in the part file from an earlier run.
-    resumed: u64,
-    /// Bytes received and written in this run.
-    received: u64,
+/// What the source threads send to the download's thread.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// An outline that merges to the hash, and the last block as it places
+    /// it, as received (`None`: the part file holds that block, verified).
+    Outline {
+        id: usize,
+        outline: Outline,
+        last: Option<Vec<u8>>,
+    },
+    /// A block as received, not yet verified.
+    Block {
+        id: usize,
+        index: u64,
+        data: Vec<u8>,
+    },
+    /// The source's thread ended: nothing left for it, or why it failed.
+    Ended {
+        id: usize,
+        result: Result<(), RemoteError>,
+    },
+    /// The writer failed (its error comes when it is joined).
+    WriteFailed,
 }
 
-impl State<'_> {
-    fn complete(&self) -> bool {
-        self.outline.is_some() && self.verified == self.job.size
+/// What the source threads share with the download's thread.
+#[derive(Debug)]
+pub(super) struct Swarm<'a> {
+    pub(super) job: &'a Job,
+    /// The first outline that merged; set once.
+    pub(super) outline: OnceLock<Outline>,
+    pub(super) sched: Scheduler,
+    pub(super) pool: Pool,
+    /// `--max-download-rate`, over all sources.
+    pub(super) pacer: Option<Pacer>,
+    pub(super) events: mpsc::Sender<Event>,
+    /// Open connections by source, so a dropped source's thread (or every
+    /// thread, at the end) can be woken from a blocked read.
+    open: Mutex<HashMap<usize, Closer>>,
+    /// Sources dropped for what they sent: never connected to again.
+    banned: Mutex<HashSet<usize>>,
+    stopped: AtomicBool,
+    /// Read by sources to see whether it already holds the last block.
+    pub(super) part: &'a PartFile,
+}
+
+/// Keeps a source's connection known to the download while it is open.
+pub(super) struct Opened<'s, 'a> {
+    swarm: &'s Swarm<'a>,
+    id: usize,
+}
+
+impl Drop for Opened<'_, '_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.swarm.open.lock() {
+            m.remove(&self.id);
+        }
+    }
+}
+
+impl<'a> Swarm<'a> {
+    /// Registers source `id`'s new connection; `None` if the download is
+    /// already over (the caller ends).
+    pub(super) fn opened<'s>(&'s self, id: usize, conn: &Connection) -> Option<Opened<'s, 'a>> {
+        let closer = conn.closer().ok()?;
+        let mut m = self.open.lock().ok()?;
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
+        m.insert(id, closer);
+        Some(Opened { swarm: self, id })
     }
 
-    /// Fetches what is missing from one source.
-    fn try_source(
-        &mut self,
-        source: &Source,
-        part: &mut PartFile,
-        cancel: &AtomicBool,
-        obs: &dyn Observer,
-    ) -> Result<(), Stop> {
-        let (hash, size) = (self.job.hash, self.job.size);
-        let mut conn = Connection::connect(
-            &source.addr,
-            self.job.connect_timeout,
-            Deadlines::client(self.job.stall_timeout),
-        )?;
-        let outline = match &mut self.outline {
-            Some(outline) => outline,
-            empty => {
-                // The first good outline: now the part file can be checked.
-                let outline = empty.insert(fetch_outline(&mut conn, &hash, size)?);
-                self.verified = part.verify_prefix(outline)?;
-                self.resumed = self.verified;
-                if self.verified > 0 {
-                    obs.message(&format!(
-                        "resuming: {} of {size} bytes already verified in {}",
-                        self.verified,
-                        part.path().display()
-                    ));
-                }
-                obs.start(size, self.verified);
-                outline
+    /// Whether the download is over (every source is being stopped).
+    pub(super) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Whether source `id` was dropped for what it sent.
+    pub(super) fn is_banned(&self, id: usize) -> bool {
+        self.banned.lock().map(|b| b.contains(&id)).unwrap_or(true)
+    }
+
+    /// Drops source `id` for what it sent: closes its connection (its thread
+    /// ends with an error) and never connects to it again.
+    fn ban(&self, id: usize) {
+        if let Ok(mut b) = self.banned.lock() {
+            b.insert(id);
+        }
+        self.close(id);
+    }
+
+    /// Closes source `id`'s connection (its thread ends with an error).
+    fn close(&self, id: usize) {
+        if let Ok(m) = self.open.lock()
+            && let Some(c) = m.get(&id)
+        {
+            c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Ends every source and hands out nothing more.
+    fn stop(&self) {
+        if let Ok(m) = self.open.lock() {
+            self.stopped.store(true, Ordering::Relaxed);
+            for c in m.values() {
+                c.shutdown(std::net::Shutdown::Both);
             }
-        };
-        if self.verified == size {
-            // Nothing to receive. A zero-length content's one (empty) block
-            // must still match.
-            if size == 0 && !outline.verify_block(0, &[]) {
-                return Err(RemoteError::from(Violation::NotEmpty).into());
+        }
+        self.sched.stop();
+        self.pool.stop();
+    }
+}
+
+/// How the download's loop ended.
+#[derive(Debug)]
+enum End {
+    Complete,
+    Cancelled,
+    NoSourceLeft,
+    Local(LocalError),
+}
+
+/// The download's own thread: starts sources, verifies blocks, keeps the
+/// report.
+struct Coordinator<'s, 'a, 'r> {
+    swarm: &'s Swarm<'a>,
+    part: &'s PartFile,
+    obs: &'s dyn Observer,
+    report: &'r mut Report,
+    /// Sources not started yet, in the order to try them.
+    waiting: VecDeque<Source>,
+    /// Source threads running.
+    active: usize,
+    asked_for_more: bool,
+    writer: Option<Writer<'s>>,
+}
+
+/// How often the loop looks at the cancel flag when nothing happens.
+const POLL: Duration = Duration::from_millis(100);
+
+impl<'s, 'a> Coordinator<'s, 'a, '_> {
+    fn run(
+        &mut self,
+        scope: &'s std::thread::Scope<'s, '_>,
+        inbox: &mpsc::Receiver<Event>,
+        cancel: &AtomicBool,
+    ) -> End {
+        self.start_sources(scope);
+        if self.active == 0 {
+            return End::NoSourceLeft;
+        }
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return End::Cancelled;
+            }
+            if self.swarm.sched.started() && self.swarm.sched.left() == 0 {
+                return End::Complete;
+            }
+            let event = match inbox.recv_timeout(POLL) {
+                Ok(e) => e,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                // Never: the swarm holds a sender.
+                Err(mpsc::RecvTimeoutError::Disconnected) => return End::NoSourceLeft,
+            };
+            match event {
+                Event::Outline { id, outline, last } => {
+                    if let Err(e) = self.outline(scope, id, outline, last) {
+                        return End::Local(e);
+                    }
+                }
+                Event::Block { id, index, data } => self.block(id, index, data),
+                Event::Ended { id, result } => {
+                    self.active -= 1;
+                    if let Err(why) = result {
+                        self.drop_source(id, &why);
+                    }
+                    self.start_sources(scope);
+                    if self.active == 0 && !self.refill(scope) {
+                        // Blocks verified just now may have completed it.
+                        return if self.swarm.sched.started() && self.swarm.sched.left() == 0 {
+                            End::Complete
+                        } else {
+                            End::NoSourceLeft
+                        };
+                    }
+                    self.obs.sources(self.active);
+                }
+                Event::WriteFailed => return End::Local(write_failed()),
+            }
+        }
+    }
+
+    /// Starts waiting sources while fewer than the cap run.
+    fn start_sources(&mut self, scope: &'s std::thread::Scope<'s, '_>) {
+        while self.active < self.swarm.job.max_sources.max(1) {
+            let Some(source) = self.waiting.pop_front() else {
+                break;
+            };
+            let id = self.report.sources.len();
+            self.report.sources.push(SourceReport {
+                source: source.clone(),
+                bytes: 0,
+                blocks: 0,
+                unused: 0,
+                dropped: None,
+            });
+            self.active += 1;
+            let swarm = self.swarm;
+            let spawned = std::thread::Builder::new()
+                .name(format!("source-{id}"))
+                .spawn_scoped(scope, move || {
+                    let result = source::run(swarm, id, &source);
+                    let _ = swarm.events.send(Event::Ended { id, result });
+                });
+            if let Err(e) = spawned {
+                self.active -= 1;
+                tracing::warn!("cannot start a thread for source {id}: {e}");
+                break;
+            }
+        }
+        self.obs.sources(self.active);
+    }
+
+    /// Every source ended: asks the observer once for more, and starts those
+    /// not tried yet. Returns whether any started.
+    fn refill(&mut self, scope: &'s std::thread::Scope<'s, '_>) -> bool {
+        if self.asked_for_more {
+            return false;
+        }
+        self.asked_for_more = true;
+        let tried: HashSet<&str> = self
+            .report
+            .sources
+            .iter()
+            .map(|s| s.source.addr.as_str())
+            .collect();
+        let mut fresh: Vec<Source> = self
+            .obs
+            .more_sources()
+            .into_iter()
+            .filter(|s| !tried.contains(s.addr.as_str()))
+            .collect();
+        fresh.dedup_by(|a, b| a.addr == b.addr);
+        fresh.shuffle(&mut rand::rng());
+        self.waiting.extend(fresh);
+        self.start_sources(scope);
+        self.active > 0
+    }
+
+    /// Source `id`'s outline (it merged) and its proof, the last block as it
+    /// places it (`None`: the part file holds it). The first proven outline
+    /// is adopted; a source whose proof fails lied and is dropped; later
+    /// proofs are copies of a block already in.
+    fn outline(
+        &mut self,
+        scope: &'s std::thread::Scope<'s, '_>,
+        id: usize,
+        outline: Outline,
+        last: Option<Vec<u8>>,
+    ) -> Result<(), LocalError> {
+        let index = outline.block_count() - 1;
+        if let Some(adopted) = self.swarm.outline.get() {
+            if let Some(data) = last {
+                self.report.sources[id].unused += data.len() as u64;
+            }
+            if adopted.size() != outline.size() {
+                // Both merge, so only the proven size is true.
+                let why = Violation::from(OutlineError::WrongSize {
+                    announced: outline.size(),
+                    expected: adopted.size(),
+                });
+                self.drop_source(id, &why.into());
+                self.swarm.ban(id);
             }
             return Ok(());
         }
-
-        let length = size - self.verified;
-        conn.send(&Request::read(hash, self.verified, length))?;
-        let answered = conn.read_ok_header()?;
-        if answered != length {
-            return Err(RemoteError::from(Violation::WrongLength {
-                expected: length,
-                actual: answered,
-            })
-            .into());
+        match last {
+            None => self.adopt(scope, outline, None),
+            Some(data) if outline.verify_block(index, &data) => {
+                self.adopt(scope, outline, Some((id, data)))
+            }
+            Some(data) => {
+                self.report.sources[id].unused += data.len() as u64;
+                let (start, end) = outline.block_range(index);
+                let why = RemoteError::CorruptBlock { index, start, end };
+                self.drop_source(id, &why);
+                self.swarm.ban(id);
+                Ok(())
+            }
         }
-        let first_block = self.verified / outline::block_size(size);
-        let (written, result) = pipeline::run(conn, outline, part, first_block, cancel, obs);
-        // Only verified blocks were written, in order: the verified prefix
-        // grows by what was written.
-        self.verified += written;
-        self.received += written;
-        result
+    }
+
+    /// The proven outline: checks the part file against it, then lets the
+    /// sources start on the missing blocks. `probe` is the verified last
+    /// block and the source that sent it.
+    fn adopt(
+        &mut self,
+        scope: &'s std::thread::Scope<'s, '_>,
+        outline: Outline,
+        probe: Option<(usize, Vec<u8>)>,
+    ) -> Result<(), LocalError> {
+        let size = outline.size();
+        tracing::debug!(size, "outline proven");
+        let checking = std::time::Instant::now();
+        let mut done = self.part.verified_blocks(&outline)?;
+        tracing::debug!(
+            secs = checking.elapsed().as_secs_f64(),
+            blocks = done.iter().filter(|d| **d).count(),
+            "part file re-verified"
+        );
+        let resumed: u64 = (0u64..)
+            .zip(&done)
+            .filter(|&(_, d)| *d)
+            .map(|(i, _)| {
+                let (s, e) = outline.block_range(i);
+                e - s
+            })
+            .sum();
+        if resumed > 0 {
+            self.obs.message(&format!(
+                "resuming: {resumed} of {size} bytes already verified in {}",
+                self.part.path().display()
+            ));
+        }
+        self.report.size = Some(size);
+        self.report.resumed = resumed;
+        self.obs.start(size, resumed);
+        let sources = self.active + self.waiting.len();
+        self.swarm.pool.size_for(
+            outline::block_size(size),
+            sources.min(self.swarm.job.max_sources),
+        );
+        let (pool, part, obs) = (&self.swarm.pool, self.part, self.obs);
+        let events = self.swarm.events.clone();
+        let writer = Writer::start(scope, part, pool, obs, move || {
+            let _ = events.send(Event::WriteFailed);
+        });
+        let last = outline.block_count() - 1;
+        if let Some((id, data)) = probe {
+            let len = data.len() as u64;
+            let (start, _) = outline.block_range(last);
+            if let Some(d) = usize::try_from(last).ok().and_then(|i| done.get_mut(i))
+                && !*d
+            {
+                *d = true;
+                let r = &mut self.report.sources[id];
+                r.bytes += len;
+                r.blocks += 1;
+                self.report.received += len;
+                writer.write(start, data);
+            }
+        }
+        self.writer = Some(writer);
+        let _ = self.swarm.outline.set(outline);
+        self.swarm.sched.start(done);
+        Ok(())
+    }
+
+    /// A block as received from source `id`: verify it, and pass it on if it
+    /// is the first good copy.
+    fn block(&mut self, id: usize, index: u64, data: Vec<u8>) {
+        let (swarm, len) = (self.swarm, data.len() as u64);
+        let Some(outline) = swarm.outline.get() else {
+            swarm.pool.put(data);
+            return;
+        };
+        if swarm.sched.is_done(index) {
+            // A second copy (endgame): only let go of it.
+            swarm.sched.completed(index);
+            swarm.pool.put(data);
+            self.report.sources[id].unused += len;
+            return;
+        }
+        if !outline.verify_block(index, &data) {
+            swarm.pool.put(data);
+            self.report.sources[id].unused += len;
+            let (start, end) = outline.block_range(index);
+            self.drop_source(id, &RemoteError::CorruptBlock { index, start, end });
+            swarm.ban(id);
+            // After the source is marked dropped: its thread's own error
+            // (the closed connection) is not reported.
+            swarm.sched.release(index);
+            return;
+        }
+        swarm.sched.completed(index);
+        let (start, _) = outline.block_range(index);
+        let r = &mut self.report.sources[id];
+        r.bytes += len;
+        r.blocks += 1;
+        self.report.received += len;
+        match &self.writer {
+            Some(w) if w.write(start, data) => {}
+            // The writer stopped; its error ends the loop.
+            _ => {}
+        }
+    }
+
+    /// Records why source `id` was dropped (the first reason only: a
+    /// corrupt block also breaks the connection it came on) and tells the
+    /// observer.
+    fn drop_source(&mut self, id: usize, why: &RemoteError) {
+        let r = &mut self.report.sources[id];
+        if r.dropped.is_some() {
+            return;
+        }
+        r.dropped = Some(crate::ui::error_chain(why));
+        tracing::debug!(peer = %r.source.peer_id, addr = %r.source.addr, "source dropped: {why}");
+        self.obs.dropped(&r.source, why);
     }
 }
 
-/// Fetches the outline of `hash`, which should have `size` bytes, and checks it.
-fn fetch_outline(
-    conn: &mut Connection,
-    hash: &ContentHash,
-    size: u64,
-) -> Result<Outline, RemoteError> {
-    conn.send(&Request::outline(*hash))?;
-    let answered = conn.read_ok_header()?;
-    let expected = outline::outline_len(size);
-    if answered != expected {
-        return Err(Violation::OutlineLength {
-            size,
-            expected,
-            actual: answered,
-        }
-        .into());
+/// The error a writer that stopped is reported with when it cannot be
+/// joined for its own.
+fn write_failed() -> LocalError {
+    LocalError::Io {
+        what: "cannot write the part file".into(),
+        source: std::io::Error::other("the writer stopped"),
     }
-    // `expected` is at most 8 + 32 * 2^16 bytes: safe to allocate.
-    let mut buf = vec![0u8; expected as usize];
-    conn.read_payload(&mut buf)?;
-    Ok(Outline::from_payload(&buf, size, hash).map_err(Violation::from)?)
 }

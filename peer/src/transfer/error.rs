@@ -35,6 +35,12 @@ pub enum RemoteError {
     /// frozen process or a dead link.
     #[error("stalled (no data before the stall timeout)")]
     Stalled,
+    /// A block did not arrive within its deadline, though data kept coming:
+    /// a source that trickles below the rate floor.
+    #[error(
+        "too slow: {got} of {len} bytes of a block in {secs} s, below the rate floor (--min-source-rate)"
+    )]
+    TooSlow { got: u64, len: u64, secs: u64 },
     /// The source closed the connection before its answer was complete.
     #[error("closed the connection early")]
     Closed,
@@ -53,6 +59,21 @@ pub enum RemoteError {
     /// The source's answer does not follow the protocol.
     #[error(transparent)]
     Protocol(#[from] Violation),
+}
+
+impl RemoteError {
+    /// Whether connecting again may help: the connection could not be
+    /// opened or was lost, or the source was busy. A source that stalled,
+    /// trickled, refused the content or sent bad data is not asked again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RemoteError::Connect(_) | RemoteError::Closed | RemoteError::Lost(_) => true,
+            RemoteError::Refused { status, .. } => {
+                matches!(status, Status::Busy | Status::Unavailable)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// `: message`, or nothing for an empty message.
@@ -77,13 +98,9 @@ pub enum Violation {
     /// An OK answer to READ whose length is not the length asked for.
     #[error("answered {actual} bytes for a request of {expected}")]
     WrongLength { expected: u64, actual: u64 },
-    /// An OK answer to OUTLINE whose length does not fit the content's size.
-    #[error("outline is {actual} bytes; a content of {size} bytes needs {expected}")]
-    OutlineLength {
-        size: u64,
-        expected: u64,
-        actual: u64,
-    },
+    /// An OK answer to OUTLINE whose length no outline has.
+    #[error("sent an outline of {actual} bytes, which no content has")]
+    OutlineLength { actual: u64 },
     /// An outline that does not belong to the content.
     #[error(transparent)]
     Outline(#[from] OutlineError),
@@ -115,6 +132,20 @@ pub enum LocalError {
         "{path} already exists with different content; not overwriting it (use --force to replace it, or --out to download elsewhere)"
     )]
     Exists { path: String },
+    /// The part file's path is not a plain file of ours: a symbolic link, a
+    /// hard link, another user's file, or not a regular file. Nothing is
+    /// written through it.
+    #[error(
+        "refusing to write {path}: {why}; someone may be trying to redirect the download (remove it, or use --out to download elsewhere)"
+    )]
+    Unsafe { path: String, why: &'static str },
+    /// The disk (or the user's quota) is full.
+    #[error("cannot write {path}: the disk is full")]
+    DiskFull {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     /// A file operation failed; `what` says which, on which path.
     #[error("{what}: {source}")]
     Io {
@@ -135,6 +166,16 @@ impl LocalError {
 /// Why a download did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
+    /// No source sent an outline that merges to the hash, so nothing could be
+    /// fetched (every holder is gone, or none of them has the content).
+    #[error(
+        "no source sent the content's outline ({tried} tried); ask `sbcftp-peer files` whether anyone still shares it, then run the same command again"
+    )]
+    NoOutline { tried: usize },
+    /// The user interrupted before any source sent the outline: nothing was
+    /// kept.
+    #[error("interrupted before the download started; nothing was kept")]
+    InterruptedEarly,
     /// Every source failed; the verified part is kept.
     #[error(
         "no source left ({tried} tried); {} of {} verified in {part}; run the same command again to resume",
@@ -157,6 +198,20 @@ pub enum DownloadError {
     )]
     Interrupted {
         /// Verified bytes kept in the part file.
+        verified: u64,
+        size: u64,
+        part: String,
+    },
+    /// A local failure once blocks were being written (a full disk, …); the
+    /// verified part is kept.
+    #[error(
+        "{cause}; {} of {} verified in {part}; run the same command again to resume once that is fixed",
+        crate::ui::human_bytes(*verified),
+        crate::ui::human_bytes(*size)
+    )]
+    Stopped {
+        #[source]
+        cause: LocalError,
         verified: u64,
         size: u64,
         part: String,
@@ -199,6 +254,16 @@ mod tests {
         };
         assert_eq!(refused("").to_string(), "answered busy");
         assert_eq!(refused("try later").to_string(), "answered busy: try later");
+        assert!(RemoteError::Closed.is_retryable());
+        assert!(refused("").is_retryable());
+        assert!(!RemoteError::Stalled.is_retryable());
+        assert!(
+            !RemoteError::Refused {
+                status: Status::NotFound,
+                message: String::new()
+            }
+            .is_retryable()
+        );
         let corrupt = RemoteError::CorruptBlock {
             index: 2,
             start: 2 << 20,

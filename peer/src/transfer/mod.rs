@@ -13,10 +13,14 @@
 //!   downloader alike.
 //! - [`server`]: the accept loop, connection cap and shutdown, and the answers
 //!   to OUTLINE and READ.
-//! - [`download`]: a download from the sources one after another;
-//!   `pipeline`: one source's READ through network, verification and disk;
-//!   [`part`]: the part file (open and lock, verify the prefix, finish
-//!   without overwriting).
+//! - [`download`]: a download from every source at once (the download's
+//!   own thread: sources started, blocks verified, the report); `source`:
+//!   one source's thread (connect, outline, pipelined READs, deadlines,
+//!   retries); `schedule`: which block goes to which source (dynamic
+//!   hand-out, endgame); `pipeline`: the buffer pool and the writer thread;
+//!   [`part`]: the part file (opened without following links, locked,
+//!   re-verified on resume, finished without overwriting).
+//! - [`pace`]: a rate limit shared by threads (upload and download limits).
 //! - [`error`]: why a download failed, by whose fault: the source's
 //!   ([`RemoteError`](error::RemoteError): corrupt block, stalled, refused,
 //!   protocol violation, …) or this machine's.
@@ -39,13 +43,19 @@
 //!   taking a thread.
 //! - The `get` and `browse` commands run [`download::download`] on the
 //!   blocking pool and turn Ctrl-C into an `AtomicBool` that the download
-//!   polls between blocks.
+//!   polls between blocks. The download starts a thread per source (at most
+//!   `--max-sources`), all scoped to the call: when it returns, every
+//!   connection is closed and every thread has ended (a source still
+//!   connecting holds the end back for at most `--connect-timeout`).
 
 pub mod connection;
 pub mod download;
 pub mod error;
 pub mod outline;
+pub mod pace;
 pub mod part;
 mod pipeline;
+mod schedule;
 pub mod server;
+mod source;
 pub use sbcftp_api::wire;

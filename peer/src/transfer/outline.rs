@@ -63,6 +63,12 @@ pub fn outline_len(size: u64) -> u64 {
     8 + 32 * block_count(size)
 }
 
+/// Whether an OUTLINE payload may be `len` bytes long (for some size up to
+/// the largest content): checked before a payload of unknown size is read.
+pub fn outline_len_is_possible(len: u64) -> bool {
+    len >= 8 + 32 && (len - 8).is_multiple_of(32) && len <= outline_len(sbcftp_api::MAX_FILE_SIZE)
+}
+
 /// The byte range `[start, end)` of block `index` of a file of `size` bytes.
 pub fn block_range(size: u64, index: u64) -> (u64, u64) {
     let bs = block_size(size);
@@ -132,6 +138,9 @@ pub enum OutlineError {
     /// The payload's size field is not the size the content should have.
     #[error("has {announced} bytes of this content; the tracker says {expected}")]
     WrongSize { announced: u64, expected: u64 },
+    /// The payload's length does not fit the size it announces.
+    #[error("sent an outline of {length} bytes for a content of {announced} bytes")]
+    BadLength { announced: u64, length: u64 },
     /// The chaining values do not merge to the content hash.
     #[error("sent an outline that does not match the content hash")]
     NoMatch,
@@ -181,6 +190,35 @@ impl Outline {
             out.extend_from_slice(cv);
         }
         out
+    }
+
+    /// Reads an OK OUTLINE payload for the content `hash` when its size is not
+    /// known: the size is the payload's own, and the chaining values must
+    /// merge to `hash`. The caller has checked the payload's length with
+    /// [`outline_len_is_possible`] before reading it.
+    ///
+    /// Merging proves the CVs and their number, not the exact size: the root
+    /// does not depend on the block size or on the last block's length (a
+    /// single CV "merges" for any size up to a block). The size is proven
+    /// once the last block, fetched as this outline places it, verifies
+    /// ([`Outline::verify_block`] of `block_count() - 1`): its CV covers its
+    /// length and its offset. Until then the outline is a candidate.
+    pub fn from_payload_unsized(
+        payload: &[u8],
+        hash: &ContentHash,
+    ) -> Result<Outline, OutlineError> {
+        let announced = payload
+            .get(..8)
+            .and_then(|h| <[u8; 8]>::try_from(h).ok())
+            .map(u64::from_be_bytes)
+            .ok_or(OutlineError::NoMatch)?;
+        if announced > sbcftp_api::MAX_FILE_SIZE || outline_len(announced) != payload.len() as u64 {
+            return Err(OutlineError::BadLength {
+                announced,
+                length: payload.len() as u64,
+            });
+        }
+        Outline::from_payload(payload, announced, hash)
     }
 
     /// Reads an OK OUTLINE payload for the content `hash` of `size` bytes.
@@ -417,5 +455,24 @@ mod tests {
             Err(OutlineError::NoMatch)
         );
         assert!(Outline::from_payload(&[], 0, &h).is_err());
+
+        // Without a size: the payload's own counts once the CVs merge.
+        assert!(outline_len_is_possible(p.len() as u64));
+        assert!(!outline_len_is_possible(p.len() as u64 - 1));
+        assert!(!outline_len_is_possible(8));
+        assert_eq!(Outline::from_payload_unsized(&p, &h).unwrap().size(), size);
+        // A lie about the size (one block's worth) is refused.
+        let mut lie = p.clone();
+        lie[..8].copy_from_slice(&1u64.to_be_bytes());
+        assert!(matches!(
+            Outline::from_payload_unsized(&lie, &h),
+            Err(OutlineError::BadLength { announced: 1, .. })
+        ));
+        lie.truncate(40);
+        assert_eq!(
+            Outline::from_payload_unsized(&lie, &h),
+            Err(OutlineError::NoMatch)
+        );
+        assert!(Outline::from_payload_unsized(&[1, 2], &h).is_err());
     }
 }

@@ -375,7 +375,68 @@ pub fn hash_hex(data: &[u8]) -> String {
     blake3::hash(data).to_hex().to_string()
 }
 
-/// Size of the file at `p` (0 if missing).
-pub fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+/// Block size of the test contents (all under 64 GiB).
+pub const BLOCK: usize = 1 << 20;
+
+/// For each block of `data`, whether the part file at `part` holds it
+/// intact. A block that is neither intact nor absent (zeros past the end or
+/// in a hole) is reported in the second list: the part file must never
+/// hold one once the download has ended.
+pub fn part_blocks(part: &Path, data: &[u8]) -> (Vec<bool>, Vec<usize>) {
+    let bytes = std::fs::read(part).unwrap_or_default();
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for (i, want) in data.chunks(BLOCK).enumerate() {
+        let start = i * BLOCK;
+        let have = bytes
+            .get(start..(start + want.len()).min(bytes.len()))
+            .unwrap_or(&[]);
+        let intact = have == want;
+        if !intact && have.iter().any(|b| *b != 0) {
+            bad.push(i);
+        }
+        good.push(intact);
+    }
+    (good, bad)
+}
+
+/// Verified bytes a part file holds; panics if it holds anything else.
+pub fn verified_in_part(part: &Path, data: &[u8]) -> u64 {
+    let (good, bad) = part_blocks(part, data);
+    assert!(
+        bad.is_empty(),
+        "unverified data in blocks {bad:?} of {}",
+        part.display()
+    );
+    good.iter()
+        .zip(data.chunks(BLOCK))
+        .filter(|(g, _)| **g)
+        .map(|(_, b)| b.len() as u64)
+        .sum()
+}
+
+/// The READ answers a serving peer logged as complete: `(client port,
+/// first byte, end)`.
+pub fn served(log: &str) -> Vec<(u16, u64, u64)> {
+    log.lines()
+        .filter(|l| l.contains(" served \""))
+        .filter_map(|l| {
+            let range = l.split(" bytes ").nth(1)?.split(' ').next()?;
+            let (a, b) = range.split_once("..")?;
+            let port = l.split(" to 127.").nth(1)?.split([':', ' ']).nth(1)?;
+            Some((port.parse().ok()?, a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The JSON `get --json` printed.
+pub fn summary(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", text(out)))
+}
+
+/// Blocks of `data` the part file holds intact right now (while a download
+/// writes it: a block being written counts once complete).
+pub fn verified_blocks_now(part: &Path, data: &[u8]) -> usize {
+    part_blocks(part, data).0.iter().filter(|g| **g).count()
 }

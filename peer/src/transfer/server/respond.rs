@@ -6,7 +6,11 @@
 //! piece by piece through the [`Connection`], each piece within the write
 //! deadline. This is the data path: it runs like a plain file→TCP copy.
 //! (`std::io::copy` from a `File` to a `TcpStream` was tried: std did not use
-//! `sendfile` for it here and fell back to 8 KiB reads and writes.)
+//! `sendfile` for it here and fell back to 8 KiB reads and writes. `sendfile`
+//! itself, through rustix, was measured against this loop: it saved the
+//! server about 7 % of its CPU, but the downloader on the same machine spent
+//! 1.5 to 2 times more system time receiving, and 4 of 5 paired runs were
+//! slower; see BENCHMARKS.md.)
 //!
 //! An upload limit is shared by all connections ([`Pacer`]): each piece
 //! reserves its slot in time and its sender sleeps until the slot starts.
@@ -14,7 +18,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -24,33 +28,11 @@ use tracing::{debug, info, warn};
 use super::ServerConfig;
 use crate::share::{Lookup, Share, SharedFile};
 use crate::transfer::connection::{Connection, Incoming};
+use crate::transfer::pace::Pacer;
 use crate::transfer::wire::{Kind, Request, Status};
 
 /// Largest piece a READ answer is read from disk and written in.
 const PIECE: usize = 1 << 20;
-
-/// The upload limit shared by all connections.
-#[derive(Debug)]
-struct Pacer {
-    /// Bytes per second.
-    rate: u64,
-    /// When the next piece may start.
-    next: Mutex<Instant>,
-}
-
-impl Pacer {
-    /// How long to wait before sending `n` bytes.
-    fn reserve(&self, n: u64) -> Duration {
-        let now = Instant::now();
-        let mut next = match self.next.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let start = (*next).max(now);
-        *next = start + Duration::from_secs_f64(n as f64 / self.rate as f64);
-        start - now
-    }
-}
 
 /// What every connection's answers need: the share, the upload limit, and
 /// the rescan signal. Shared by all connections.
@@ -89,10 +71,7 @@ impl Responder {
         };
         Responder {
             share,
-            pacer: rate.map(|rate| Pacer {
-                rate,
-                next: Mutex::new(Instant::now()),
-            }),
+            pacer: Pacer::new(rate),
             piece,
             rescan,
             lifetime: config.connection_lifetime,
@@ -104,6 +83,10 @@ impl Responder {
     /// cancelled.
     pub(super) fn serve(&self, mut conn: Connection, shutdown: &CancellationToken) {
         let addr = conn.peer();
+        // One buffer for all of this connection's READ answers: a downloader
+        // sends one READ per block, and a fresh 1 MiB buffer per answer costs
+        // a page fault per 4 KiB.
+        let mut buf = Vec::new();
         let opened = Instant::now();
         let end = loop {
             if shutdown.is_cancelled() {
@@ -140,7 +123,7 @@ impl Responder {
             }
             let result = match req.kind {
                 Kind::Outline => self.answer_outline(&mut conn, &req),
-                Kind::Read => self.answer_read(&mut conn, addr, &req),
+                Kind::Read => self.answer_read(&mut conn, addr, &req, &mut buf),
             };
             match result {
                 Ok(true) => {}
@@ -197,6 +180,7 @@ impl Responder {
         conn: &mut Connection,
         addr: SocketAddr,
         req: &Request,
+        buf: &mut Vec<u8>,
     ) -> io::Result<bool> {
         let Some(f) = self.shared_or_not_found(conn, req)? else {
             return Ok(true);
@@ -236,7 +220,10 @@ impl Responder {
 
         let started = Instant::now();
         let len = usize::try_from(req.length).unwrap_or(self.piece);
-        let mut buf = vec![0u8; self.piece.min(len).max(1)];
+        let want = self.piece.min(len).max(1);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
         let mut pos = req.offset;
         let outcome: io::Result<()> = (|| {
             while pos < end {
@@ -258,13 +245,14 @@ impl Responder {
             }
             Ok(())
         })();
+        // One line per READ, so per block for a downloader: debug, not info.
         let sent = pos - req.offset;
         let secs = started.elapsed().as_secs_f64();
         let hash = f.hash.to_string();
         let hash8 = &hash[..8];
         match outcome {
             Ok(()) => {
-                info!(
+                debug!(
                     "served {:?} ({hash8}) bytes {}..{end} ({}) to {addr} in {secs:.2}s",
                     f.name,
                     req.offset,
@@ -273,7 +261,7 @@ impl Responder {
                 Ok(true)
             }
             Err(e) => {
-                info!(
+                debug!(
                     "transfer of {:?} ({hash8}) bytes {}.. to {addr} stopped after {} of {}: {e}",
                     f.name,
                     req.offset,
