@@ -463,7 +463,7 @@ impl TrackerClient {
     pub async fn holders(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
         let h = hash.to_string();
         let url = self.url("/files", &[("hash", h.as_str())])?;
-        let page: ContentList = self.expect(Method::GET, url, None, None::<&()>).await?;
+        let page: ContentList = self.get(url).await?;
         merge_entries(page.files)
             .into_iter()
             .next()
