@@ -13,8 +13,9 @@
 //! - `reachability`: the reachability check's results, the re-check's
 //!   queue and claims.
 //! - `files`: file-list changes (one helper writes file rows and their
-//!   search words), the deferred word indexer for large lists, pages of
-//!   contents grouped by (hash, size), search by words.
+//!   search words), the deferred word indexer for large lists; its
+//!   submodules `files/words.rs` (the word rows) and `files/listing.rs`
+//!   (pages of contents grouped by (hash, size), search by words).
 //! - `sweep`: the sweep lease, stale peers, SQLite checkpoints.
 //!
 //! # How a method is written once for three databases
