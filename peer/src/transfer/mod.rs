@@ -13,8 +13,9 @@
 //!   downloader alike.
 //! - [`server`]: the accept loop, connection cap and shutdown, and the answers
 //!   to OUTLINE and READ.
-//! - [`download`]: a download from every source at once (the download's
-//!   own thread: sources started, blocks verified, the report); `source`:
+//! - [`download`]: a download from every source at once (the job, the
+//!   report, the state its threads share; `download/coordinator.rs`: the
+//!   download's own thread: sources started, blocks verified); `source`:
 //!   one source's thread (connect, outline, pipelined READs, deadlines,
 //!   retries); `schedule`: which block goes to which source (dynamic
 //!   hand-out, endgame); `pipeline`: the buffer pool and the writer thread;
