@@ -31,18 +31,18 @@
 //! (`--rescan-interval`) stays as a safety net for what the watcher cannot
 //! see (network filesystems, an overflowed event queue, a watcher that could
 //! not start, in which case the rescan runs at least every 30 s).
+//!
+//! This file is the runner (survey, plan, publish); the watcher's side is
+//! `live/watch.rs` and hashing one file is `live/hashing.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::io;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use notify_debouncer_full::notify::event::{AccessKind, AccessMode};
-use notify_debouncer_full::notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify_debouncer_full::new_debouncer;
+use notify_debouncer_full::notify::RecursiveMode;
 use sbcftp_api::FileName;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -50,8 +50,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Candidate, HashError, PROGRESS_THRESHOLD, Seen, Share, SharedFile, Stamp};
-use crate::transfer::part::PART_SUFFIX;
 use crate::ui::human_bytes;
+
+mod hashing;
+mod watch;
+
+use self::hashing::hash_one;
+use self::watch::Watched;
 
 /// How long the watcher lets a path's events gather before reporting them.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -61,12 +66,8 @@ const SURVEY_GAP: Duration = Duration::from_millis(200);
 const PUBLISH_DELAY: Duration = Duration::from_millis(50);
 /// Least time between two writes of the hash cache.
 const CACHE_EVERY: Duration = Duration::from_secs(5);
-/// How often a large file's hashing progress is logged.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The rescan interval at most, when the folder cannot be watched.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(30);
-/// Most close-after-write events kept between two surveys.
-const MAX_CLOSED: usize = 100_000;
 /// Added to a "stable at" deadline, so the check after it sees it passed.
 const SLACK: Duration = Duration::from_millis(10);
 
@@ -106,91 +107,6 @@ impl Lane {
             Lane::Small => 2,
         }
     }
-}
-
-/// What the watcher reported since the runner last looked.
-#[derive(Debug, Default)]
-struct Inbox {
-    /// A relevant entry was created, written, renamed or removed.
-    changed: bool,
-    /// The watcher lost events (or failed): survey everything.
-    rescan: bool,
-    /// When each file was last closed after writing.
-    closed: HashMap<FileName, SystemTime>,
-}
-
-/// The watcher's side: its thread fills the inbox and wakes the runner.
-#[derive(Debug, Default)]
-struct Watched {
-    inbox: Mutex<Inbox>,
-    wake: Notify,
-}
-
-impl Watched {
-    fn lock(&self) -> MutexGuard<'_, Inbox> {
-        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Called on the debouncer's thread with a batch of events.
-    fn receive(&self, dir: &Path, cache_dir: &Path, result: DebounceEventResult) {
-        let mut inbox = self.lock();
-        match result {
-            Ok(events) => {
-                for ev in events {
-                    if ev.need_rescan() {
-                        inbox.rescan = true;
-                        continue;
-                    }
-                    let closed = matches!(
-                        ev.kind,
-                        EventKind::Access(AccessKind::Close(AccessMode::Write))
-                    );
-                    // Opens and reads (every served READ opens the file) change nothing.
-                    if matches!(ev.kind, EventKind::Access(_)) && !closed {
-                        continue;
-                    }
-                    let at = SystemTime::now()
-                        .checked_sub(ev.time.elapsed())
-                        .unwrap_or(UNIX_EPOCH);
-                    for path in &ev.paths {
-                        let Some(name) = relevant(dir, cache_dir, path) else {
-                            continue;
-                        };
-                        inbox.changed = true;
-                        if closed && inbox.closed.len() < MAX_CLOSED {
-                            let t = inbox.closed.entry(name).or_insert(at);
-                            *t = (*t).max(at);
-                        }
-                    }
-                }
-            }
-            Err(errors) => {
-                for e in errors {
-                    warn!("watching the share folder: {e}; rescanning");
-                }
-                inbox.rescan = true;
-            }
-        }
-        drop(inbox);
-        self.wake.notify_one();
-    }
-
-    fn take(&self) -> Inbox {
-        std::mem::take(&mut *self.lock())
-    }
-}
-
-/// The name of a path the share cares about: directly in the folder, not
-/// the cache folder, not a download's part file.
-fn relevant(dir: &Path, cache_dir: &Path, path: &Path) -> Option<FileName> {
-    if path.parent() != Some(dir) || path == cache_dir {
-        return None;
-    }
-    let name = path.file_name()?.to_str()?;
-    if name.ends_with(PART_SUFFIX) {
-        return None;
-    }
-    FileName::new(name).ok()
 }
 
 /// Surveys the folder once, publishes what is known, starts watching, and
@@ -571,86 +487,4 @@ impl Runner {
             Err(e) => warn!("the hash cache task failed: {e}"),
         }
     }
-}
-
-/// Hashes one file (blocking), with progress in the log and on a terminal
-/// for a large one, paced by `rate`, stopped by `stop`.
-fn hash_one(
-    share: &Share,
-    c: &Candidate,
-    rate: Option<u64>,
-    stop: &AtomicBool,
-) -> Result<SharedFile, HashError> {
-    let total = c.stamp.size;
-    let large = total >= PROGRESS_THRESHOLD;
-    let size = human_bytes(total);
-    if large {
-        info!("hashing {:?} ({size})", c.name);
-    }
-    let bar = large.then(|| {
-        crate::ui::byte_bar(
-            total,
-            &format!("hashing {}", crate::ui::safe(c.name.as_str())),
-        )
-    });
-    let started = Instant::now();
-    let done = AtomicU64::new(0);
-    let last_log = Mutex::new(started);
-    let progress = |n: u64| -> io::Result<()> {
-        let so_far = done.fetch_add(n, Ordering::Relaxed) + n;
-        if let Some(b) = &bar {
-            b.inc(n);
-        }
-        if large {
-            let mut last = last_log.lock().unwrap_or_else(|p| p.into_inner());
-            if last.elapsed() >= PROGRESS_EVERY {
-                *last = Instant::now();
-                info!(
-                    "hashing {:?}: {}% ({} of {size})",
-                    c.name,
-                    so_far.saturating_mul(100) / total.max(1),
-                    human_bytes(so_far)
-                );
-            }
-        }
-        if let Some(rate) = rate {
-            pace(started, so_far, rate, stop)?;
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Err(stopped());
-        }
-        Ok(())
-    };
-    let result = share.hash(c, &progress);
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    if large && result.is_ok() {
-        let secs = started.elapsed().as_secs_f64();
-        info!("hashed {:?} ({size}) in {secs:.1}s", c.name);
-    }
-    result
-}
-
-/// Sleeps until `done` bytes are due at `rate` bytes per second since
-/// `started`, waking to check `stop`.
-fn pace(started: Instant, done: u64, rate: u64, stop: &AtomicBool) -> io::Result<()> {
-    let due = Duration::from_secs_f64(done as f64 / rate.max(1) as f64);
-    loop {
-        let elapsed = started.elapsed();
-        if elapsed >= due {
-            return Ok(());
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Err(stopped());
-        }
-        std::thread::sleep((due - elapsed).min(Duration::from_millis(200)));
-    }
-}
-
-fn stopped() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Interrupted,
-        "stopped: the peer is shutting down",
-    )
 }
