@@ -49,6 +49,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+free_mib=$(df -Pm "$WORK" | awk 'NR == 2 {print $4}')
+[ "$free_mib" -gt $((SIZE_MIB * 4)) ] || { echo "needs $((SIZE_MIB * 4)) MiB free in $WORK" >&2; exit 1; }
 mkdir -p "$WORK/share" "$WORK/dl"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$WORK/share/big.bin"
 BYTES=$(stat -c %s "$WORK/share/big.bin")
@@ -149,7 +151,12 @@ run_socat() {
   local s; s=$(now)
   socat -u TCP-LISTEN:$port,bind=127.0.0.6,reuseaddr OPEN:"$out",creat,trunc &
   local rx=$!
-  until socat -u FILE:"$WORK/share/big.bin" TCP:127.0.0.6:$port 2> /dev/null; do sleep 0.01; done
+  # The listener may take a moment to bind; a bounded number of tries.
+  local tries=0
+  until socat -u FILE:"$WORK/share/big.bin" TCP:127.0.0.6:$port 2> /dev/null; do
+    tries=$((tries + 1)); [ $tries -lt 500 ] || { echo "socat never connected" >&2; exit 1; }
+    sleep 0.01
+  done
   wait $rx; sync "$out"; since "$s"
   check "$out"; rm -f "$out"
 }
