@@ -53,10 +53,12 @@ run_one() { # name database_url [bench_tracker flags]
   echo
   echo "################ $name ################"
   # A TTL far longer than the run (nothing is swept), pages of up to 1000,
-  # logs at warn (nothing per request), no reachability checks (the
+  # logs at warn (nothing per request), no per-address limits (every
+  # simulated peer comes from loopback), no reachability checks (the
   # generated peers listen nowhere; checking them would measure nothing).
   RUST_LOG=warn "$bin" --listen "127.0.0.1:$port" --database-url "$url" \
     --peer-ttl 2h --heartbeat-interval 30s --max-page-size 1000 \
+    --max-peers-per-ip 0 --max-files-per-ip 0 --requests-per-ip 0 \
     --reachability-check false \
     >"$tmp/$name.log" 2>&1 &
   tracker_pid=$!

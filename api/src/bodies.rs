@@ -142,6 +142,8 @@ pub struct Peer {
     pub registered_at: String,
     /// When the tracker last heard from the peer, RFC 3339 UTC.
     pub last_seen: String,
+    /// How many files the peer shares; `GET /api/v1/peers/{peer_id}/files`
+    /// lists them a page at a time.
     pub file_count: u64,
     /// Whether the tracker could reach `addr` with the peer protocol at its
     /// last check; `null` when not checked (yet, or the check is off).
@@ -153,9 +155,15 @@ pub struct Peer {
     /// Why the last check failed; `null` unless `reachable` is false.
     #[serde(default)]
     pub unreachable_reason: Option<String>,
-    /// The peer's files (only in `GET /api/v1/peers/{peer_id}`; omitted in lists).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<Vec<FileEntry>>,
+}
+
+/// `GET /api/v1/peers/{peer_id}/files`: a page of one peer's files, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PeerFileList {
+    pub files: Vec<FileEntry>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /api/v1/peers`: a page of online peers.

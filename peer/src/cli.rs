@@ -37,8 +37,8 @@ pub struct Cli {
     )]
     pub tracker: String,
 
-    /// Key of a private tracker; `serve` sends it as `Authorization: Bearer
-    /// <key>` when it registers (listing and downloading need no key).
+    /// Key of a private tracker; every command sends it as `Authorization: Bearer
+    /// <key>` (`serve` to register, the others to list, search and look up).
     #[arg(
         long,
         global = true,

@@ -43,21 +43,15 @@ use crate::tracker_client::TrackerClient;
 
 /// Runs one command. `shutdown` is cancelled on Ctrl-C or SIGTERM.
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // An empty key (as an unset variable in compose or systemd gives) means none.
+    let key = cli.registration_key.filter(|k| !k.trim().is_empty());
+    // A private tracker wants the key on every read as well.
+    let client = || TrackerClient::new(&cli.tracker, key.clone(), None);
     match cli.command {
-        Command::Serve(args) => {
-            // An empty key (as an unset variable in compose or systemd gives) means none.
-            let key = cli.registration_key.filter(|k| !k.trim().is_empty());
-            commands::serve::run(args, &cli.tracker, key, shutdown).await
-        }
-        Command::Files(args) => commands::list::files(&client(&cli.tracker)?, args).await,
-        Command::Peers(args) => commands::list::peers(&client(&cli.tracker)?, args).await,
-        Command::Get(args) => commands::get::get(&client(&cli.tracker)?, args, shutdown).await,
-        Command::Browse(args) => {
-            commands::get::browse(&client(&cli.tracker)?, args, shutdown).await
-        }
+        Command::Serve(args) => commands::serve::run(args, &cli.tracker, key, shutdown).await,
+        Command::Files(args) => commands::list::files(&client()?, args).await,
+        Command::Peers(args) => commands::list::peers(&client()?, args).await,
+        Command::Get(args) => commands::get::get(&client()?, args, shutdown).await,
+        Command::Browse(args) => commands::get::browse(&client()?, args, shutdown).await,
     }
-}
-
-fn client(tracker: &str) -> anyhow::Result<TrackerClient> {
-    TrackerClient::new(tracker, None, None)
 }

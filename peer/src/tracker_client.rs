@@ -218,6 +218,10 @@ impl TrackerClient {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
+            // Below the tracker's idle keep-alive timeout (its --header-timeout,
+            // 10 s by default), so a heartbeat never goes out on a pooled
+            // connection that the tracker is closing at that very moment.
+            .pool_idle_timeout(Duration::from_secs(5))
             .user_agent(concat!("sbcftp-peer/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
             .local_address(local_ip)
@@ -295,6 +299,17 @@ impl TrackerClient {
             return Err(TrackerError::NotFound(detail));
         }
         Err(TrackerError::Status { status, detail })
+    }
+
+    /// A `GET` of the index, with the key of a private tracker.
+    async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<T, TrackerError> {
+        self.expect(
+            Method::GET,
+            url,
+            self.registration_key.as_deref(),
+            None::<&()>,
+        )
+        .await
     }
 
     async fn expect<T: DeserializeOwned>(
@@ -378,7 +393,7 @@ impl TrackerClient {
             query.push(("cursor", c));
         }
         let url = self.url("/files", &query)?;
-        self.expect(Method::GET, url, None, None::<&()>).await
+        self.get(url).await
     }
 
     /// Every content matching `q`, following cursors up to `cap` rows.
@@ -419,7 +434,7 @@ impl TrackerClient {
                 query.push(("cursor", c.as_str()));
             }
             let url = self.url("/files", &query)?;
-            let page: ContentList = self.expect(Method::GET, url, None, None::<&()>).await?;
+            let page: ContentList = self.get(url).await?;
             let before = out.len();
             let count = page.files.len();
             out.extend(
@@ -448,7 +463,7 @@ impl TrackerClient {
     pub async fn holders(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
         let h = hash.to_string();
         let url = self.url("/files", &[("hash", h.as_str())])?;
-        let page: ContentList = self.expect(Method::GET, url, None, None::<&()>).await?;
+        let page: ContentList = self.get(url).await?;
         merge_entries(page.files)
             .into_iter()
             .next()
@@ -458,7 +473,7 @@ impl TrackerClient {
     /// `GET /api/v1/files/{hash}`.
     pub async fn content(&self, hash: &ContentHash) -> Result<Content, TrackerError> {
         let url = self.url(&format!("/files/{hash}"), &[])?;
-        self.expect(Method::GET, url, None, None::<&()>).await
+        self.get(url).await
     }
 
     /// Every online peer, following cursors up to `cap` rows.
@@ -471,7 +486,7 @@ impl TrackerClient {
                 query.push(("cursor", c.as_str()));
             }
             let url = self.url("/peers", &query)?;
-            let page: PeerList = self.expect(Method::GET, url, None, None::<&()>).await?;
+            let page: PeerList = self.get(url).await?;
             out.extend(page.peers);
             match page.next_cursor {
                 Some(c) if out.len() < cap && Some(&c) != cursor.as_ref() => cursor = Some(c),

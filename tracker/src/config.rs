@@ -54,19 +54,45 @@ pub struct Config {
     #[arg(long, env = "SBCFTP_SWEEP_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
 
-    /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` header is
-    /// believed (for example `10.0.0.0/8,127.0.0.1/32`). Empty: the header is ignored.
+    /// Comma-separated exact addresses (or CIDRs) of reverse proxies whose
+    /// `X-Forwarded-For` header is believed (for example `172.18.0.1`). Give
+    /// each proxy's own address, not a private range: a client inside a
+    /// trusted range can claim any address, and so point other peers'
+    /// downloads at a victim. Empty: the header is ignored.
     #[arg(long, env = "SBCFTP_TRUSTED_PROXIES", default_value = "", value_parser = parse_proxies)]
     pub trusted_proxies: ProxyList,
 
-    /// Secret that registering peers must send as `Authorization: Bearer <key>`;
-    /// makes the tracker private. Unset or empty: anyone may register.
+    /// Secret that makes the tracker private: registering, every read of
+    /// `/api/v1` and `/metrics` must send `Authorization: Bearer <key>`
+    /// (`/healthz`, `/livez` and the OpenAPI document stay open). Unset or
+    /// empty: a public tracker.
     #[arg(long, env = "SBCFTP_REGISTRATION_KEY", hide_env_values = true)]
     pub registration_key: Option<String>,
 
     /// Most files one peer may share.
     #[arg(long, env = "SBCFTP_MAX_FILES_PER_PEER", default_value_t = 100_000)]
     pub max_files_per_peer: usize,
+
+    /// Most peers registered from one client address at once (0: no limit).
+    /// A NAT or an office shares one address, so the default leaves room for
+    /// tens of peers behind it.
+    #[arg(long, env = "SBCFTP_MAX_PEERS_PER_IP", default_value_t = 64)]
+    pub max_peers_per_ip: u64,
+
+    /// Most file entries across all peers registered from one client address
+    /// (0: no limit).
+    #[arg(long, env = "SBCFTP_MAX_FILES_PER_IP", default_value_t = 1_000_000)]
+    pub max_files_per_ip: u64,
+
+    /// Sustained requests per second one client address may send (0: no
+    /// limit). Heartbeats, `/healthz` and `/livez` are never limited.
+    #[arg(long, env = "SBCFTP_REQUESTS_PER_IP", default_value_t = 50)]
+    pub requests_per_ip: u32,
+
+    /// Requests one client address may send at once above the sustained
+    /// rate (at least `--requests-per-ip`).
+    #[arg(long, env = "SBCFTP_REQUESTS_BURST", default_value_t = 200)]
+    pub requests_burst: u32,
 
     /// Page size of lists when the request gives no `limit`.
     #[arg(long, env = "SBCFTP_DEFAULT_PAGE_SIZE", default_value_t = 100)]
@@ -80,9 +106,25 @@ pub struct Config {
     #[arg(long, env = "SBCFTP_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Most requests handled at once; more wait (until the request timeout).
+    /// Most requests handled at once, over the whole service; more wait up
+    /// to the request timeout, then get 503.
     #[arg(long, env = "SBCFTP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+
+    /// Most TCP connections open at once; one more is closed when accepted.
+    /// Keep it under the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "SBCFTP_MAX_OPEN_CONNECTIONS", default_value_t = 4096)]
+    pub max_open_connections: usize,
+
+    /// Time a client has to send a request's head, from when the connection
+    /// opens or the previous answer was sent: closes slowloris connections,
+    /// and is the idle keep-alive timeout.
+    #[arg(long, env = "SBCFTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a client may leave an answer unread before it is disconnected.
+    #[arg(long, env = "SBCFTP_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
 
     /// Time limit for one request, including waiting for the database.
     #[arg(long, env = "SBCFTP_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -138,10 +180,17 @@ impl std::fmt::Debug for Config {
                 &self.registration_key().map(|_| "<redacted>"),
             )
             .field("max_files_per_peer", &self.max_files_per_peer)
+            .field("max_peers_per_ip", &self.max_peers_per_ip)
+            .field("max_files_per_ip", &self.max_files_per_ip)
+            .field("requests_per_ip", &self.requests_per_ip)
+            .field("requests_burst", &self.requests_burst)
             .field("default_page_size", &self.default_page_size)
             .field("max_page_size", &self.max_page_size)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_connections", &self.max_connections)
+            .field("max_open_connections", &self.max_open_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("write_timeout", &self.write_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout", &self.db_acquire_timeout)
@@ -221,6 +270,12 @@ impl Config {
         }
         if self.max_connections == 0 || self.db_max_connections == 0 {
             bail!("--max-connections and --db-max-connections must be more than 0");
+        }
+        if self.max_open_connections == 0 {
+            bail!("--max-open-connections must be more than 0");
+        }
+        if self.header_timeout.is_zero() || self.write_timeout.is_zero() {
+            bail!("--header-timeout and --write-timeout must be more than 0");
         }
         if self.max_body_bytes < 1024 {
             bail!("--max-body-bytes must be at least 1024");

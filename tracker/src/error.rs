@@ -56,6 +56,18 @@ pub enum Error {
     /// 422: well-formed JSON whose values are not acceptable.
     #[error("{0}")]
     Unprocessable(String),
+    /// 429: over a per-address limit (`detail` names it and its flag);
+    /// answered with `Retry-After`.
+    #[error("{detail}")]
+    TooMany {
+        /// Which limit, and the flag that sets it.
+        detail: String,
+        /// When a retry may succeed.
+        retry_after: std::time::Duration,
+    },
+    /// 503: too busy right now; answered with `Retry-After: 1`.
+    #[error("{0}")]
+    Busy(String),
     /// An axum extractor rejected the request; its status and text are kept.
     #[error("{detail}")]
     Rejection {
@@ -77,6 +89,8 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) | Error::NoPeer(_) => StatusCode::NOT_FOUND,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Rejection { status, .. } => *status,
             Error::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -138,7 +152,19 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        problem(status, detail)
+        let mut resp = problem(status, detail);
+        let retry_after = match &self {
+            Error::TooMany { retry_after, .. } => Some(*retry_after),
+            Error::Busy(_) => Some(std::time::Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(wait) = retry_after {
+            // Whole seconds, rounded up, at least 1.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
     }
 }
 

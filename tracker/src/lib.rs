@@ -9,10 +9,10 @@
 //!
 //! | layer | module | what it holds |
 //! | --- | --- | --- |
-//! | start | [`run`] (here), `main.rs` | connect, migrate, spawn the background tasks, serve until shutdown; `main.rs` only parses flags and signals |
+//! | start | [`run`] (here), `serve`, `main.rs` | connect, migrate, spawn the background tasks, serve until shutdown (`serve`: the accept loop with the connection limits); `main.rs` only parses flags and signals |
 //! | config | [`config`] | every flag and `SBCFTP_…` variable, validated once |
 //! | HTTP | `routes/` | one module per feature (`peers`, `files`, `health`), merged in `routes/mod.rs` with the layers (body limit, concurrency, timeout, request id, tracing, problem+json for bare errors); `routes/auth.rs`: the extractors that authenticate (`AuthPeer`, `RegistrationKey`); `routes/doc.rs`: shared error descriptions |
-//! | HTTP edge | `error`, `addr` | the one error type and its status for every failure below; the client's address (trusted proxies) |
+//! | HTTP edge | `error`, `addr`, `limits` | the one error type and its status for every failure below; the client's address (trusted proxies); per-address rate limit and quotas |
 //! | document | [`openapi`] | the OpenAPI document assembled from the routes |
 //! | liveness | `liveness/` | heartbeat cache and flush (`mod.rs`, with its own `AuthError`), the sweep and checkpoints (`background.rs`) |
 //! | reachability | `reachability` | whether a peer can be reached at its listed address: one check per registration and a periodic re-check, bounded and rate-limited per address, results to the store and the liveness cache |
@@ -26,11 +26,13 @@ mod addr;
 mod clock;
 pub mod config;
 mod error;
+mod limits;
 mod liveness;
 mod metrics;
 pub mod openapi;
 mod reachability;
 mod routes;
+mod serve;
 mod state;
 pub mod store;
 
@@ -38,7 +40,6 @@ pub use config::Config;
 pub use server::run;
 
 mod server {
-    use std::net::SocketAddr;
     use std::sync::Arc;
 
     use anyhow::Context;
@@ -78,11 +79,23 @@ mod server {
             store.clone(),
             Arc::clone(&liveness),
         ));
+        let (max_connections, db_max_connections) =
+            (config.max_connections, config.db_max_connections);
+        let rate_limits = Arc::new(crate::limits::RateLimits::new(
+            config.requests_per_ip,
+            config.requests_burst,
+        ));
         let state = AppState {
             config: Arc::new(config),
             store: store.clone(),
             liveness,
             reachability: Arc::clone(&reachability),
+            rate_limits,
+            key_failures: Arc::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_connections)),
+            reads: Arc::new(tokio::sync::Semaphore::new(crate::limits::read_share(
+                db_max_connections,
+            ))),
             openapi_json: crate::openapi::openapi_json().into(),
         };
         let local = listener
@@ -108,14 +121,19 @@ mod server {
         let rechecks = tokio::spawn(reachability.run(cancel.clone()));
         let checkpoints = (store.backend() == crate::store::Backend::Sqlite)
             .then(|| tokio::spawn(background::run_checkpoints(store.clone(), cancel.clone())));
+        let state_config = Arc::clone(&state.config);
         let app = crate::routes::app(state);
-        let served = axum::serve(
+        crate::serve::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            crate::serve::ConnectionLimits {
+                max_open: state_config.max_open_connections,
+                header_timeout: state_config.header_timeout,
+                write_timeout: state_config.write_timeout,
+            },
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server error");
+        .await;
         tracing::info!("shutting down: flushing heartbeats");
         cancel.cancel();
         if let Err(e) = background.await {
@@ -132,6 +150,6 @@ mod server {
         }
         store.close().await;
         tracing::info!("tracker stopped");
-        served
+        Ok(())
     }
 }

@@ -214,4 +214,33 @@ async fn private_tracker_needs_the_registration_key() {
         ],
     )
     .await;
+
+    // Reading the index needs the key as well.
+    let out = peer_cmd(&tracker, &["files"]).await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("private"), "{stderr}");
+    let out = peer_cmd(&tracker, &["--registration-key", "s3cret", "files"]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains('g') && stdout.contains('h'), "{stdout}");
+    let out = peer_cmd(&tracker, &["--registration-key", "s3cret", "peers"]).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    // A download by hash prefix looks the hash up with the key too.
+    let out_dir = tempfile::tempdir().unwrap();
+    let prefix = blake3::hash(b"g").to_hex()[..12].to_owned();
+    let out = peer_cmd(
+        &tracker,
+        &[
+            "--registration-key",
+            "s3cret",
+            "get",
+            &prefix,
+            "--out",
+            out_dir.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(std::fs::read(out_dir.path().join("g")).unwrap(), b"g");
 }

@@ -163,7 +163,7 @@ async fn help_has_examples_and_global_options_apart() {
     }
     let (help, _) = text(&run(&["get", "--help"]).await);
     assert!(
-        help.contains("`serve` sends it as `Authorization: Bearer"),
+        help.contains("every command sends it as `Authorization: Bearer"),
         "{help}"
     );
 }

@@ -77,7 +77,12 @@ impl Tracker {
         let handle = tokio::spawn(sbcftp_tracker::run(listener, config, async move {
             let _ = rx.await;
         }));
-        let client = TrackerClient::new(&url, None, None).unwrap();
+        // On a private tracker the test's own look-ups send the key too.
+        let key = extra
+            .windows(2)
+            .find(|w| w[0] == "--registration-key")
+            .map(|w| w[1].to_owned());
+        let client = TrackerClient::new(&url, key, None).unwrap();
         let t = Tracker {
             url,
             client,

@@ -115,7 +115,7 @@ async fn a_flush_writes_beats_and_forgets_peers_that_are_gone() {
 
     l.flush(&store).await;
     assert_eq!(pending(&l), 0);
-    let (row, _) = store
+    let row = store
         .get_peer(&alive, long_ago + 1)
         .await
         .unwrap_or_else(|e| panic!("{e}"))

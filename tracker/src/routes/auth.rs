@@ -53,19 +53,93 @@ impl FromRequestParts<AppState> for RegistrationKey {
         let Some(key) = state.config.registration_key() else {
             return Ok(RegistrationKey);
         };
-        let given = bearer(&parts.headers).map_err(|_| {
-            Error::Unauthorized(
+        // Failed checks are throttled per address, as for reads.
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| crate::addr::client_ip(&state.config, c.0, &parts.headers))
+            .transpose()?;
+        if let Some(ip) = ip
+            && let Err(wait) = state.key_failures.blocked(ip)
+        {
+            return Err(Error::TooMany {
+                detail: format!(
+                    "too many failed registration-key checks from {ip}; wait before trying again"
+                ),
+                retry_after: wait,
+            });
+        }
+        let checked = match bearer(&parts.headers) {
+            Ok(given) if is_key(given, key) => return Ok(RegistrationKey),
+            Ok(_) => Error::Forbidden("wrong registration key".into()),
+            Err(_) => Error::Unauthorized(
                 "this tracker is private: send the registration key as `Authorization: Bearer <key>`"
                     .into(),
-            )
-        })?;
-        // Compare digests, so the comparison time says nothing about the key.
-        if blake3::hash(given.as_bytes()) == blake3::hash(key.as_bytes()) {
-            Ok(RegistrationKey)
-        } else {
-            Err(Error::Forbidden("wrong registration key".into()))
+            ),
+        };
+        if let Some(ip) = ip {
+            state.key_failures.failed(ip);
         }
+        Err(checked)
     }
+}
+
+/// Whether `given` is the registration key (digests compared, so the
+/// comparison time says nothing about the key).
+pub fn is_key(given: &str, key: &str) -> bool {
+    blake3::hash(given.as_bytes()) == blake3::hash(key.as_bytes())
+}
+
+/// Middleware of a private tracker (`--registration-key`): every read of
+/// `/api/v1` (lists, search, one content, one peer) and `/metrics` needs the
+/// key as its bearer token. `/healthz`, `/livez` and the OpenAPI document
+/// stay open; registration checks the key in [`RegistrationKey`], and a
+/// peer's own changes are proven by its token ([`AuthPeer`]). An address
+/// whose key checks keep failing is refused with 429 for a while before
+/// its key is even looked at.
+pub async fn private_reads(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::ConnectInfo(socket): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(key) = state.config.registration_key() else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    let guarded = (path.starts_with("/api/v1/") && path != "/api/v1/openapi.json"
+        || path == "/metrics")
+        && matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+    if !guarded {
+        return next.run(req).await;
+    }
+    let ip = match crate::addr::client_ip(&state.config, socket, req.headers()) {
+        Ok(ip) => ip,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(wait) = state.key_failures.blocked(ip) {
+        return Error::TooMany {
+            detail: format!(
+                "too many failed registration-key checks from {ip}; wait before trying again"
+            ),
+            retry_after: wait,
+        }
+        .into_response();
+    }
+    let failed = match bearer(req.headers()) {
+        Ok(given) if is_key(given, key) => return next.run(req).await,
+        Ok(_) => Error::Forbidden("wrong registration key".into()),
+        Err(_) => Error::Unauthorized(
+            "this tracker is private: send the registration key as `Authorization: Bearer <key>`"
+                .into(),
+        ),
+    };
+    state.key_failures.failed(ip);
+    failed.into_response()
 }
 
 /// The bearer token of a request, or 401.

@@ -20,13 +20,25 @@ fn described(list: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
         .collect()
 }
 
-/// 503: every route that reads or writes the database.
+/// 429, 503: every route that reads or writes the database (all of them
+/// pass the per-address rate limit and the service-wide request limit).
 #[derive(Debug)]
 pub struct DatabaseErrors;
 
 impl IntoResponses for DatabaseErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        described(&[(503, "Database unavailable")])
+        described(&[
+            (
+                429,
+                "Over a per-address limit (`--requests-per-ip`; registration also \
+                 `--max-peers-per-ip`, `--max-files-per-ip`); see `Retry-After`",
+            ),
+            (
+                503,
+                "Database unavailable, or too many requests at once \
+                 (`--max-connections`); retry after `Retry-After`",
+            ),
+        ])
     }
 }
 

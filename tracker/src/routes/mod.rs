@@ -41,17 +41,35 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 pub fn app(state: AppState) -> Router {
     let (router, _) = api_router().split_for_parts();
     let config = state.config.clone();
+    let state_for_limits = state.clone();
     router
         .route_layer(axum::middleware::from_fn(crate::metrics::track_requests))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(
-            config.max_connections,
+        .layer(axum::middleware::from_fn_with_state(
+            state_for_limits.clone(),
+            crate::limits::limit_reads,
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
+        ))
+        // Outside the timeout: waiting for a slot has its own bound (503),
+        // and the request then has its whole time.
+        .layer(axum::middleware::from_fn_with_state(
+            state_for_limits.clone(),
+            crate::limits::limit_in_flight,
+        ))
+        // A private tracker's reads need the key, checked before anything else.
+        .layer(axum::middleware::from_fn_with_state(
+            state_for_limits.clone(),
+            auth::private_reads,
+        ))
+        // Outside the in-flight limit: a refused request holds no slot.
+        .layer(axum::middleware::from_fn_with_state(
+            state_for_limits,
+            crate::limits::rate_limit,
         ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())

@@ -13,8 +13,8 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use sbcftp_api::{
-    FileEntry, FilesUpdated, HeartbeatResponse, PatchFilesRequest, Peer, PeerId, PeerList,
-    RegisterRequest, RegisterResponse, ReplaceFilesRequest,
+    FileEntry, FilesUpdated, HeartbeatResponse, PatchFilesRequest, Peer, PeerFileList, PeerId,
+    PeerList, RegisterRequest, RegisterResponse, ReplaceFilesRequest,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -26,6 +26,7 @@ use super::doc::{DatabaseErrors, JsonBodyErrors, PeerAuthErrors};
 use super::{cursor, page_limit, paginate, rfc3339};
 use crate::clock::{now_ms, online_since};
 use crate::error::{ApiJson, ApiQuery, Error, Result};
+use crate::limits;
 use crate::liveness::{Reach, hash_token};
 use crate::state::AppState;
 use crate::store::{FilesOutcome, NewPeer, PeerRow};
@@ -36,10 +37,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(register, list_peers))
         .routes(routes!(get_peer, leave))
         .routes(routes!(heartbeat))
-        .routes(routes!(replace_files, patch_files))
+        .routes(routes!(replace_files, patch_files, peer_files))
 }
 
-/// Query of `GET /api/v1/peers`.
+/// Query of `GET /api/v1/peers` and `GET /api/v1/peers/{peer_id}/files`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PeersQuery {
@@ -71,6 +72,26 @@ fn check_files(files: &[FileEntry], cap: usize, field: &str) -> Result<()> {
     Ok(())
 }
 
+/// The address a peer registered from and what the other peers of that
+/// address hold (`None`: no such peer, or the quotas are off).
+async fn others_at_ip(
+    state: &AppState,
+    peer_id: &PeerId,
+) -> Result<Option<(std::net::IpAddr, limits::Usage)>> {
+    if state.config.max_files_per_ip == 0 {
+        return Ok(None);
+    }
+    let Some(ip) = state
+        .store
+        .peer_row(peer_id)
+        .await?
+        .and_then(|row| limits::addr_ip(&row.addr))
+    else {
+        return Ok(None);
+    };
+    Ok(Some((ip, limits::usage(state, ip, Some(peer_id)).await?)))
+}
+
 /// The answer to a file-list change.
 fn files_updated(
     outcome: FilesOutcome,
@@ -87,7 +108,7 @@ fn files_updated(
     }
 }
 
-fn to_peer(row: PeerRow, files: Option<Vec<FileEntry>>) -> Peer {
+fn to_peer(row: PeerRow) -> Peer {
     let reach = Reach::from_row(row.reachable, row.unreachable_reason);
     Peer {
         peer_id: row.peer_id,
@@ -99,7 +120,6 @@ fn to_peer(row: PeerRow, files: Option<Vec<FileEntry>>) -> Peer {
         // A time only once a result is recorded (the row's time may be a claim).
         reachable_checked_at: reach.reachable.map(|_| rfc3339(row.reachable_checked_at)),
         unreachable_reason: reach.reason,
-        files,
     }
 }
 
@@ -159,6 +179,8 @@ async fn register(
     }
     check_files(&req.files, state.config.max_files_per_peer, "files")?;
     let ip = crate::addr::client_ip(&state.config, socket, &headers)?;
+    let usage = limits::usage(&state, ip, None).await?;
+    limits::check_register(&state.config, ip, usage, req.files.len())?;
     let addr = crate::addr::format_addr(ip, req.port);
 
     let peer_id = PeerId::from_bytes(rand::random());
@@ -218,12 +240,13 @@ async fn list_peers(
         .await?;
     let (rows, next_cursor) = paginate(rows, limit, |r| r.peer_id);
     Ok(Json(PeerList {
-        peers: rows.into_iter().map(|r| to_peer(r, None)).collect(),
+        peers: rows.into_iter().map(to_peer).collect(),
         next_cursor,
     }))
 }
 
-/// One online peer and its files.
+/// One online peer, with its file count (its files are
+/// `GET /api/v1/peers/{peer_id}/files`, a page at a time).
 #[utoipa::path(
     get,
     path = "/api/v1/peers/{peer_id}",
@@ -240,14 +263,75 @@ async fn get_peer(
     Path(peer_id): Path<String>,
 ) -> Result<Json<Peer>> {
     let id = PeerId::parse(&peer_id).map_err(|_| Error::NoPeer(peer_id))?;
-    match state
-        .store
-        .get_peer(&id, online_since(state.config.peer_ttl))
-        .await?
-    {
-        Some((row, files)) => Ok(Json(to_peer(row, Some(files)))),
-        None => Err(Error::no_peer(&id)),
+    Ok(Json(to_peer(online_peer(&state, &id).await?)))
+}
+
+/// The cursor of a page of files: the last name, in hex, so that it needs
+/// no escaping in a query string.
+struct NameCursor(String);
+
+impl std::fmt::Display for NameCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.bytes().try_for_each(|b| write!(f, "{b:02x}"))
     }
+}
+
+impl std::str::FromStr for NameCursor {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        if !s.len().is_multiple_of(2) || s.len() > 2 * sbcftp_api::MAX_NAME_LEN {
+            return Err(());
+        }
+        let bytes = (0..s.len())
+            .step_by(2)
+            .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or(())?;
+        String::from_utf8(bytes).map(NameCursor).map_err(|_| ())
+    }
+}
+
+/// The row of an online peer, or 404.
+async fn online_peer(state: &AppState, id: &PeerId) -> Result<PeerRow> {
+    state
+        .store
+        .get_peer(id, online_since(state.config.peer_ttl))
+        .await?
+        .ok_or_else(|| Error::no_peer(id))
+}
+
+/// One online peer's files, by name, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/peers/{peer_id}/files",
+    tag = "peers",
+    params(
+        ("peer_id" = String, Path, description = "The peer's id"),
+        PeersQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of the peer's files", body = PeerFileList),
+        (status = 400, description = "Bad limit or cursor"),
+        (status = 404, description = "No such online peer"),
+        DatabaseErrors,
+    )
+)]
+async fn peer_files(
+    State(state): State<AppState>,
+    Path(peer_id): Path<String>,
+    ApiQuery(query): ApiQuery<PeersQuery>,
+) -> Result<Json<PeerFileList>> {
+    let id = PeerId::parse(&peer_id).map_err(|_| Error::NoPeer(peer_id))?;
+    let limit = page_limit(query.limit, &state)?;
+    let after = cursor::<NameCursor>(query.cursor.as_deref())?.map(|c| c.0);
+    online_peer(&state, &id).await?;
+    let rows = state
+        .store
+        .peer_files(&id, after.as_deref(), limit + 1)
+        .await?;
+    let (files, next_cursor) = paginate(rows, limit, |f| NameCursor(f.name.as_str().to_owned()));
+    Ok(Json(PeerFileList { files, next_cursor }))
 }
 
 /// Keep a peer alive. Answers 404 once the peer has been swept; it should
@@ -297,6 +381,9 @@ async fn replace_files(
     ApiJson(req): ApiJson<ReplaceFilesRequest>,
 ) -> Result<Json<FilesUpdated>> {
     check_files(&req.files, state.config.max_files_per_peer, "files")?;
+    if let Some((ip, others)) = others_at_ip(&state, &peer_id).await? {
+        limits::check_files(&state.config, ip, others, req.files.len())?;
+    }
     let outcome = state.store.replace_files(&peer_id, &req.files).await?;
     files_updated(outcome, &peer_id, &state)
 }
@@ -341,10 +428,23 @@ async fn patch_files(
             "remove[{i}]: {name:?} is also in add; a name may be in only one of them"
         )));
     }
+    // The per-address quota is a second cap, applied in the same transaction.
+    let others = others_at_ip(&state, &peer_id).await?;
+    let room = others.map_or(usize::MAX, |(_, o)| limits::files_room(&state.config, o));
     let outcome = state
         .store
-        .patch_files(&peer_id, &req.remove, &req.add, cap)
+        .patch_files(&peer_id, &req.remove, &req.add, cap.min(room))
         .await?;
+    if let (FilesOutcome::OverCap(n), Some((ip, others))) = (&outcome, others)
+        && usize::try_from(*n).unwrap_or(usize::MAX) <= cap
+    {
+        limits::check_files(
+            &state.config,
+            ip,
+            others,
+            usize::try_from(*n).unwrap_or(usize::MAX),
+        )?;
+    }
     files_updated(outcome, &peer_id, &state)
 }
 

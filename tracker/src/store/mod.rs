@@ -47,7 +47,7 @@ use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 pub use connect::Backend;
 pub use files::{FilesOutcome, HolderCaps};
-pub use peers::{NewPeer, PeerAuth, PeerRow};
+pub use peers::{NewPeer, PeerAuth, PeerCount, PeerRow};
 pub use reachability::{ReachRow, RecheckRow};
 use sql::Statements;
 

@@ -42,6 +42,13 @@ pub(super) struct PeerIdRow {
     pub peer_id: PeerId,
 }
 
+/// A peer's file count, for the per-address quota.
+#[derive(Debug, Clone, sqlx_macros::FromRow)]
+pub struct PeerCount {
+    pub peer_id: PeerId,
+    pub file_count: i64,
+}
+
 /// A new peer to insert.
 #[derive(Debug)]
 pub struct NewPeer<'a> {
@@ -136,26 +143,60 @@ impl Store {
         Ok(true)
     }
 
-    /// One online peer and its files.
+    /// One online peer.
     pub async fn get_peer(
         &self,
         peer_id: &PeerId,
         min_seen: i64,
-    ) -> Result<Option<(PeerRow, Vec<FileEntry>)>, sqlx::Error> {
+    ) -> Result<Option<PeerRow>, sqlx::Error> {
         with_pool!(self, pool => {
-            let peer: Option<PeerRow> = sqlx::query_as(fixed(&self.sql.get_peer))
+            sqlx::query_as(fixed(&self.sql.get_peer))
                 .bind(peer_id)
                 .bind(min_seen)
                 .fetch_optional(pool)
-                .await?;
-            let Some(peer) = peer else {
-                return Ok(None);
-            };
-            let files: Vec<FileRow> = sqlx::query_as(fixed(&self.sql.peer_files))
+                .await
+        })
+    }
+
+    /// Up to `limit` files of a peer with names after `after`, by name.
+    pub async fn peer_files(
+        &self,
+        peer_id: &PeerId,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<FileEntry>, sqlx::Error> {
+        // No cursor: every name sorts after the empty text.
+        let after = after.unwrap_or_default();
+        let rows: Vec<FileRow> = with_pool!(self, pool => {
+            sqlx::query_as(fixed(&self.sql.peer_files))
                 .bind(peer_id)
+                .bind(after)
+                .bind(limit)
                 .fetch_all(pool)
-                .await?;
-            Ok(Some((peer, files.into_iter().map(FileEntry::from).collect())))
+                .await?
+        });
+        Ok(rows.into_iter().map(FileEntry::from).collect())
+    }
+
+    /// Every peer (online or not yet swept) whose `addr` matches `pattern`
+    /// (see `limits::addr_pattern`), with its file count.
+    pub async fn peers_at(&self, pattern: &str) -> Result<Vec<PeerCount>, sqlx::Error> {
+        with_pool!(self, pool => {
+            sqlx::query_as(fixed(&self.sql.peers_at))
+                .bind(pattern)
+                .fetch_all(pool)
+                .await
+        })
+    }
+
+    /// A peer's row, online or not yet swept.
+    pub async fn peer_row(&self, peer_id: &PeerId) -> Result<Option<PeerRow>, sqlx::Error> {
+        with_pool!(self, pool => {
+            sqlx::query_as(fixed(&self.sql.get_peer))
+                .bind(peer_id)
+                .bind(0_i64)
+                .fetch_optional(pool)
+                .await
         })
     }
 

@@ -54,8 +54,13 @@ pub const GET_PEER: &str = "SELECT peer_id, addr, registered_at, last_seen, file
      reachable, reachable_checked_at, unreachable_reason FROM peers \
      WHERE peer_id = ? AND last_seen >= ?";
 
-/// A peer's files.
-pub const PEER_FILES: &str = "SELECT name, size, hash FROM files WHERE peer_id = ? ORDER BY name";
+/// A page of a peer's files after a name (its primary key is `(peer_id, name)`).
+pub const PEER_FILES: &str = "SELECT name, size, hash FROM files WHERE peer_id = ? AND name > ? \
+     ORDER BY name LIMIT ?";
+
+/// The peers registered from one address (a `LIKE` pattern of `addr`,
+/// escape `!`) with their file counts, for the per-address quotas.
+pub const PEERS_AT: &str = "SELECT peer_id, file_count FROM peers WHERE addr LIKE ? ESCAPE '!'";
 
 /// A page of online peers after a cursor.
 pub const LIST_PEERS: &str = "SELECT peer_id, addr, registered_at, last_seen, file_count, \
@@ -161,6 +166,8 @@ pub struct Statements {
     pub peer_files: Arc<str>,
     /// [`LIST_PEERS`].
     pub list_peers: Arc<str>,
+    /// [`PEERS_AT`].
+    pub peers_at: Arc<str>,
     /// [`SET_REACHABILITY`].
     pub set_reachability: Arc<str>,
     /// [`RECHECK_DUE`].
@@ -214,6 +221,7 @@ impl Statements {
             get_peer: r(GET_PEER),
             peer_files: r(PEER_FILES),
             list_peers: r(LIST_PEERS),
+            peers_at: r(PEERS_AT),
             set_reachability: r(SET_REACHABILITY),
             recheck_due: r(RECHECK_DUE),
             claim_recheck: r(CLAIM_RECHECK),
@@ -234,7 +242,7 @@ impl Statements {
     }
 
     /// Every fixed statement, for the test that prepares them all.
-    pub fn all(&self) -> [&Arc<str>; 27] {
+    pub fn all(&self) -> [&Arc<str>; 28] {
         [
             &self.ping,
             &self.insert_peer,
@@ -247,6 +255,7 @@ impl Statements {
             &self.get_peer,
             &self.peer_files,
             &self.list_peers,
+            &self.peers_at,
             &self.set_reachability,
             &self.recheck_due,
             &self.claim_recheck,

@@ -388,6 +388,11 @@ pub async fn spawn_on(db: Arc<TestDb>, args: &[&str]) -> TestApp {
         &db.url,
     ];
     argv.extend_from_slice(args);
+    // Tests send hundreds of requests a second from 127.0.0.1: no request
+    // rate unless the test sets one (tests/api/limits.rs does).
+    if !args.contains(&"--requests-per-ip") {
+        argv.extend_from_slice(&["--requests-per-ip", "0"]);
+    }
     let config = sbcftp_tracker::Config::try_parse_from(argv).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -551,6 +556,18 @@ impl TestApp {
         }
     }
 
+    /// Every file of a peer, walked `limit` at a time (so in name order).
+    pub async fn peer_files(&self, peer_id: &sbcftp_api::PeerId, limit: u32) -> Vec<FileEntry> {
+        self.walk(
+            &format!("/api/v1/peers/{peer_id}/files?limit={limit}"),
+            "files",
+        )
+        .await
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect()
+    }
+
     /// Everything the tracker shows, without what moves by itself (the
     /// times heartbeats move, the reachability checks' results): every peer
     /// with its files, and every content.
@@ -569,6 +586,10 @@ impl TestApp {
             ] {
                 full_obj.remove(moving);
             }
+            let files = self
+                .walk(&format!("/api/v1/peers/{id}/files?limit=7"), "files")
+                .await;
+            full["files"] = Value::Array(files);
             detailed.push(full);
         }
         let mut files = self.walk("/api/v1/files", "files").await;

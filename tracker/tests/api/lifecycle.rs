@@ -44,8 +44,7 @@ async fn full_lifecycle(backend: Backend) {
         .unwrap();
     assert_eq!(shown.addr, "127.0.0.2:44444");
     assert_eq!(shown.file_count, 2);
-    let mut files = shown.files.unwrap();
-    files.sort_by(|x, y| x.name.cmp(&y.name));
+    let files = app.peer_files(&peer.peer_id, 1).await;
     assert_eq!(files, vec![b.clone(), a.clone()]);
     assert!(
         shown.registered_at.ends_with('Z'),
@@ -63,7 +62,6 @@ async fn full_lifecycle(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(list.peers.len(), 2);
-    assert!(list.peers.iter().all(|p| p.files.is_none()));
     assert_eq!(list.next_cursor, None);
 
     // One row per content, with every holder.
@@ -145,9 +143,9 @@ async fn full_lifecycle(backend: Backend) {
         .json()
         .await
         .unwrap();
-    let mut names: Vec<_> = shown
-        .files
-        .unwrap()
+    let mut names: Vec<_> = app
+        .peer_files(&peer.peer_id, 100)
+        .await
         .into_iter()
         .map(|f| (f.name, f.hash))
         .collect();
@@ -245,7 +243,18 @@ async fn big_registration(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(shown.file_count, 10_000);
-    assert_eq!(shown.files.unwrap().len(), 10_000);
+    // A page at a time, never the whole list in one answer.
+    let files = app.peer_files(&peer.peer_id, 1000).await;
+    assert_eq!(files.len(), 10_000);
+    assert!(files.windows(2).all(|w| w[0].name < w[1].name));
+    let (s, page) = app
+        .get_json(&format!("/api/v1/peers/{}/files?limit=1001", peer.peer_id))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{page}");
+    let (s, page) = app
+        .get_json(&format!("/api/v1/peers/{}/files?cursor=zz", peer.peer_id))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{page}");
     // Replace with another large list, then shrink it.
     let files: Vec<_> = (0..5_000)
         .map(|i| file(&format!("other-{i:05}.bin"), &format!("other {i}")))
@@ -304,7 +313,12 @@ async fn case_sensitive_names(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(shown.file_count, 4);
-    let mut names: Vec<_> = shown.files.unwrap().into_iter().map(|f| f.name).collect();
+    let mut names: Vec<_> = app
+        .peer_files(&peer.peer_id, 1)
+        .await
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     names.sort();
     assert_eq!(names, vec!["README", "Readme", "readme", "ünï 名前.txt"]);
     app.stop().await.unwrap();

@@ -13,7 +13,9 @@ use std::process::ExitCode;
 mod helpers;
 
 mod bad_input;
+mod connections;
 mod lifecycle;
+mod limits;
 mod liveness;
 mod operations;
 mod pagination;
@@ -26,7 +28,9 @@ fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = Vec::new();
     trials.extend(bad_input::trials());
+    trials.extend(connections::trials());
     trials.extend(lifecycle::trials());
+    trials.extend(limits::trials());
     trials.extend(liveness::trials());
     trials.extend(operations::trials());
     trials.extend(operations::other_trials());

@@ -11,6 +11,10 @@ pub fn other_trials() -> Vec<libtest_mimic::Trial> {
     use crate::helpers::{backend_trial, trial};
     vec![
         trial("operations::openapi_is_in_sync", openapi_is_in_sync),
+        trial(
+            "operations::random_methods_add_no_series",
+            random_methods_add_no_series,
+        ),
         backend_trial(
             "operations",
             "outage_and_recovery",
@@ -71,6 +75,57 @@ async fn graceful_shutdown(backend: Backend) {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still listening after shutdown"
     );
+}
+
+/// 1,000 requests with random methods, on known and unknown paths, add at
+/// most the `other` method to the request counter's labels.
+async fn random_methods_add_no_series() {
+    let Some(app) = spawn_app(Backend::Sqlite, &["--requests-per-ip", "0"]).await else {
+        return;
+    };
+    let paths = ["/healthz", "/api/v1/peers", "/api/v1/contents", "/nowhere"];
+    for i in 0..1000u32 {
+        let method = format!("M{:08x}", rand::random::<u32>());
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let path = paths[i as usize % paths.len()];
+        let r = app
+            .client
+            .request(method, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{path}: {}", r.status());
+    }
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("sbcftp_http_requests_total{"))
+        .collect();
+    let fixed = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+    ];
+    for line in &series {
+        assert!(
+            fixed
+                .iter()
+                .any(|m| line.contains(&format!("method=\"{m}\""))),
+            "{line}"
+        );
+        assert!(!line.contains("/nowhere"), "{line}");
+    }
+    // Every test in this process shares the recorder: the bound is the
+    // routes × methods × statuses they use, far below 1,000.
+    assert!(series.len() < 200, "{} series", series.len());
+    assert!(series.iter().any(|l| l.contains("method=\"other\"")));
+    app.stop().await.unwrap();
 }
 
 async fn openapi_is_in_sync() {

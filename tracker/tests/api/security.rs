@@ -6,7 +6,12 @@ use serde_json::json;
 
 use crate::helpers::{Backend, client_from, expect_problem, file, spawn_app};
 
-crate::backend_tests!(tokens_guard_every_change, registration_key, forwarded_for);
+crate::backend_tests!(
+    private_means_private,
+    tokens_guard_every_change,
+    registration_key,
+    forwarded_for
+);
 
 async fn tokens_guard_every_change(backend: Backend) {
     let Some(app) = spawn_app(backend, &[]).await else {
@@ -91,7 +96,14 @@ async fn registration_key(backend: Backend) {
         .await
         .unwrap();
     expect_problem(r, 403, "wrong key").await;
-    let (_, peers) = app.get_json("/api/v1/peers").await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/peers"))
+        .bearer_auth("let-me-in")
+        .send()
+        .await
+        .unwrap();
+    let peers: serde_json::Value = r.json().await.unwrap();
     assert_eq!(peers["peers"].as_array().unwrap().len(), 0);
     let r = app
         .client
@@ -102,6 +114,112 @@ async fn registration_key(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+    app.stop().await.unwrap();
+}
+
+/// With `--registration-key`, every list, search and look-up, and
+/// `/metrics`, needs the key; probes and the OpenAPI document stay open;
+/// failed checks are throttled per address.
+async fn private_means_private(backend: Backend) {
+    let key = "let-me-in";
+    let Some(app) = spawn_app(backend, &["--registration-key", key]).await else {
+        return;
+    };
+    let r = app
+        .client
+        .post(app.url("/api/v1/peers"))
+        .bearer_auth(key)
+        .json(&RegisterRequest {
+            port: 1,
+            files: vec![file("alpha", "alpha")],
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let peer: sbcftp_api::RegisterResponse = r.json().await.unwrap();
+    let hash = file("alpha", "alpha").hash;
+    let guarded = [
+        "/api/v1/peers".to_owned(),
+        "/api/v1/peers?limit=1".to_owned(),
+        format!("/api/v1/peers/{}", peer.peer_id),
+        format!("/api/v1/peers/{}/files", peer.peer_id),
+        "/api/v1/files".to_owned(),
+        "/api/v1/files?q=alp".to_owned(),
+        format!("/api/v1/files?hash={hash}"),
+        format!("/api/v1/files/{hash}"),
+        "/metrics".to_owned(),
+    ];
+    for path in &guarded {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        expect_problem(r, 401, &format!("{path} without the key")).await;
+        let r = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path} with the key");
+        let body = r.text().await.unwrap();
+        if path.contains("files") {
+            assert!(body.contains(&hash.to_string()), "{path}: {body}");
+        }
+    }
+    for path in ["/healthz", "/livez", "/api/v1/openapi.json"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path} stays open");
+    }
+    // The peer's own calls need its token, not the key.
+    assert_eq!(app.heartbeat(&peer).await, StatusCode::OK);
+
+    // Wrong keys from one address: after a burst, 429 before the key is
+    // even compared, so the right key waits too; other addresses are not
+    // affected.
+    let guesser = client_from("127.0.0.11");
+    let mut throttled = None;
+    for i in 0..50 {
+        let r = guesser
+            .get(app.url("/api/v1/files"))
+            .bearer_auth(format!("guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some(i);
+            assert!(r.headers().contains_key("retry-after"));
+            break;
+        }
+        expect_problem(r, 403, "a wrong key").await;
+    }
+    let after = throttled.expect("50 wrong keys were never throttled");
+    assert!(after >= 10, "throttled after {after} failures");
+    let r = guesser
+        .get(app.url("/api/v1/files"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 429, "the right key from a throttled address").await;
+    let r = guesser
+        .post(app.url("/api/v1/peers"))
+        .bearer_auth(key)
+        .json(&RegisterRequest {
+            port: 2,
+            files: vec![],
+        })
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 429, "registration from a throttled address").await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/files"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     app.stop().await.unwrap();
 }
 

@@ -20,7 +20,7 @@ async fn every_statement_prepares_on_the_migrated_schema(backend: Backend) {
         .unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
-    assert_eq!(store.prepare_all().await.unwrap(), 27);
+    assert_eq!(store.prepare_all().await.unwrap(), 28);
     assert!(store.hash_page(0, None, None, 10).await.unwrap().is_empty());
     let found = store
         .hash_page(0, None, Some(&["50".to_owned(), "off".to_owned()]), 10)
