@@ -366,10 +366,16 @@ async fn killed_peer_disappears_after_the_ttl() {
 /// errors, then 404) and registers again by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_registers_again_after_a_tracker_restart() {
-    // A loopback address of its own: the port is bound again after the stop,
-    // and on 127.0.0.1 another test's outgoing connection could take it as
-    // its ephemeral source port in between (seen once as AddrInUse).
-    let tracker = Tracker::start_at("127.0.0.77:0", "1", "3", "1", &[]).await;
+    // The port is bound again after the stop. A loopback address of its own
+    // and a port below the kernel's ephemeral range (32768 and up) keep it
+    // free in between: on 127.0.0.1 an outgoing connection, and with port 0
+    // another test process's `bind(…:0)`, could take it (seen as AddrInUse).
+    let port = (0..200u16)
+        .map(|i| 20_000 + (u16::try_from(std::process::id() % 10_000).unwrap() + i * 37) % 10_000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.77", *p)).is_ok())
+        .expect("a free port on 127.0.0.77");
+    let bind = format!("127.0.0.77:{port}");
+    let tracker = Tracker::start_at(&bind, "1", "3", "1", &[]).await;
     let url = tracker.url.clone();
     let a = PeerProc::start(&tracker, "127.0.0.2", &[("f", b"f")], &[]).await;
     tracker.stop().await;
